@@ -1,0 +1,7 @@
+//! The CPU engine: exact selection with rayon. The oracle for the CUDA backend and the backend on
+//! machines without a GPU.
+
+pub mod radix;
+mod select;
+
+pub use select::CpuSelector;

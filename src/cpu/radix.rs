@@ -1,0 +1,230 @@
+//! The radix-select building blocks of the CPU engine: the pass-1 histogram, the bucket choice and
+//! the per-group refinement state machine. The CUDA kernels follow the same steps (DESIGN.md §2).
+
+use crate::tuning::REFINE_DIGIT_BITS;
+use crate::GradElem;
+
+/// Builds the first-digit histogram of `data` into `hist` (added to, not cleared) and returns the
+/// sum of g^2. `shift` is the first digit's shift for `T`.
+///
+/// Two interleaved sub-histograms break the store-to-load dependency when consecutive entries fall
+/// in the same bin, which is the common case for gradients (benches/NOTES.md).
+pub fn first_digit_histogram<T: GradElem>(
+    data: &[T],
+    shift: u32,
+    hist: &mut [u32],
+    spare: &mut [u32],
+) -> f64 {
+    let mask = hist.len() - 1;
+    debug_assert!(hist.len().is_power_of_two() && spare.len() == hist.len());
+    spare.fill(0);
+    let mut lanes = [0.0f64; 4];
+    let mut quads = data.chunks_exact(4);
+    for quad in &mut quads {
+        hist[(quad[0].key() >> shift) as usize & mask] += 1;
+        spare[(quad[1].key() >> shift) as usize & mask] += 1;
+        hist[(quad[2].key() >> shift) as usize & mask] += 1;
+        spare[(quad[3].key() >> shift) as usize & mask] += 1;
+        for (lane, x) in lanes.iter_mut().zip(quad) {
+            let f = f64::from(x.to_f32());
+            *lane += f * f;
+        }
+    }
+    for &x in quads.remainder() {
+        hist[(x.key() >> shift) as usize & mask] += 1;
+        let f = f64::from(x.to_f32());
+        lanes[0] += f * f;
+    }
+    for (h, s) in hist.iter_mut().zip(spare.iter()) {
+        *h += *s;
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+/// Index of the bin holding the `target`-th largest entry of `hist` (scanning from the top bin),
+/// and the count of entries in bins above it. `target` must be in 1..=sum(hist).
+pub fn choose_bin<C: Copy + Into<u64>>(hist: &[C], target: u64) -> (usize, u64) {
+    let mut above = 0u64;
+    for bin in (0..hist.len()).rev() {
+        let count: u64 = hist[bin].into();
+        if above + count >= target {
+            return (bin, above);
+        }
+        above += count;
+    }
+    unreachable!("choose_bin: target {target} exceeds the histogram's total {above}")
+}
+
+/// Where a group's selection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// Threshold and kept count are final.
+    #[default]
+    Done,
+    /// The next digit must be histogrammed over the keys matching `prefix`.
+    Refine,
+    /// The bucket holds exactly the remaining target: the threshold is its smallest key.
+    Min,
+}
+
+/// A group's radix-select state between passes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupState {
+    pub stage: Stage,
+    /// The entries that must be kept.
+    pub target: u64,
+    /// Entries strictly above the current bucket.
+    pub above: u64,
+    /// Entries in the current bucket.
+    pub bucket: u64,
+    /// The digits chosen so far: keys with `key >> shift == prefix` are in the bucket.
+    pub prefix: u32,
+    pub shift: u32,
+    /// The final threshold key and kept count, once `stage == Done`.
+    pub threshold_key: u32,
+    pub kept: u64,
+    /// Range of this group's compacted candidates, when it has them.
+    pub cand_start: usize,
+    pub cand_len: usize,
+    pub has_candidates: bool,
+}
+
+impl GroupState {
+    /// Whether `key` is in the current bucket.
+    #[inline(always)]
+    pub fn in_bucket(&self, key: u32) -> bool {
+        (key >> self.shift) == self.prefix
+    }
+
+    /// Width and shift of the next digit (only meaningful in `Stage::Refine`).
+    pub fn next_digit(&self) -> (u32, u32) {
+        let width = REFINE_DIGIT_BITS.min(self.shift);
+        (width, self.shift - width)
+    }
+
+    /// Takes the bucket `bin` of a digit at `digit_shift` whose histogram is `hist`.
+    pub fn descend<C: Copy + Into<u64>>(&mut self, hist: &[C], digit_shift: u32) {
+        let (bin, above) = choose_bin(hist, self.target - self.above);
+        let width = self.shift - digit_shift;
+        self.above += above;
+        self.bucket = hist[bin].into();
+        self.prefix = (self.prefix << width) | bin as u32;
+        self.shift = digit_shift;
+        if self.shift == 0 {
+            self.finish(self.prefix, self.above + self.bucket);
+        } else if self.bucket == self.target - self.above {
+            self.stage = Stage::Min;
+        } else {
+            self.stage = Stage::Refine;
+        }
+    }
+
+    /// Records the final answer.
+    pub fn finish(&mut self, threshold_key: u32, kept: u64) {
+        self.threshold_key = threshold_key;
+        self.kept = kept;
+        self.stage = Stage::Done;
+    }
+
+    /// Runs the remaining passes over `keys`, a superset of the bucket, until the group is done.
+    /// With `narrow`, the candidates are compacted in place to the bucket after each digit.
+    pub fn refine_slice(&mut self, keys: &mut [u32], hist: &mut [u32]) {
+        let mut len = keys.len();
+        loop {
+            match self.stage {
+                Stage::Done => return,
+                Stage::Min => {
+                    let min = keys[..len]
+                        .iter()
+                        .copied()
+                        .filter(|&k| self.in_bucket(k))
+                        .min();
+                    self.finish(min.expect("bucket is not empty"), self.target);
+                }
+                Stage::Refine => {
+                    let (width, digit_shift) = self.next_digit();
+                    let hist = &mut hist[..1 << width];
+                    hist.fill(0);
+                    let mut kept_len = 0;
+                    for i in 0..len {
+                        let key = keys[i];
+                        if self.in_bucket(key) {
+                            hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] += 1;
+                            keys[kept_len] = key;
+                            kept_len += 1;
+                        }
+                    }
+                    len = kept_len;
+                    self.descend(hist, digit_shift);
+                }
+            }
+        }
+    }
+
+    /// Runs the remaining passes by re-reading the group's gradients: `for_each_key` must call its
+    /// argument once for every key of the group. Used when the bucket did not fit the candidate
+    /// buffer.
+    pub fn refine_stream(
+        &mut self,
+        mut for_each_key: impl FnMut(&mut dyn FnMut(u32)),
+        hist: &mut [u32],
+    ) {
+        loop {
+            match self.stage {
+                Stage::Done => return,
+                Stage::Min => {
+                    let mut min = u32::MAX;
+                    let state = *self;
+                    for_each_key(&mut |key| {
+                        if state.in_bucket(key) {
+                            min = min.min(key);
+                        }
+                    });
+                    self.finish(min, self.target);
+                }
+                Stage::Refine => {
+                    let (width, digit_shift) = self.next_digit();
+                    let hist = &mut hist[..1 << width];
+                    hist.fill(0);
+                    let state = *self;
+                    for_each_key(&mut |key| {
+                        if state.in_bucket(key) {
+                            hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] += 1;
+                        }
+                    });
+                    self.descend(hist, digit_shift);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choose_bin_scans_from_the_top() {
+        let hist = [5u32, 0, 3, 2];
+        assert_eq!(choose_bin(&hist, 1), (3, 0));
+        assert_eq!(choose_bin(&hist, 2), (3, 0));
+        assert_eq!(choose_bin(&hist, 3), (2, 2));
+        assert_eq!(choose_bin(&hist, 5), (2, 2));
+        assert_eq!(choose_bin(&hist, 6), (0, 5));
+        assert_eq!(choose_bin(&hist, 10), (0, 5));
+    }
+
+    #[test]
+    fn histogram_counts_every_entry_once() {
+        let data: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 0.37).collect();
+        let mut hist = vec![0u32; 4096];
+        let mut spare = vec![0u32; 4096];
+        let sum_sq = first_digit_histogram(&data, 19, &mut hist, &mut spare);
+        assert_eq!(hist.iter().map(|&c| c as usize).sum::<usize>(), data.len());
+        let exact: f64 = data.iter().map(|&x| (x as f64) * (x as f64)).sum();
+        assert!((sum_sq - exact).abs() <= 1e-12 * exact);
+        for &x in &data {
+            assert!(hist[(x.key() >> 19) as usize] > 0);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The crate's one error type. Every public entry point that takes user input returns it instead of
+//! panicking, and a rejected call modifies nothing.
+
+use crate::DType;
+
+/// Everything that can go wrong in a gradmask call.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two lists that must be parallel have different lengths (tensor lengths and group ids, ...).
+    #[error("{what}: expected {expected} entries, got {got}")]
+    CountMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A buffer's length differs from the length its tensor has in the table.
+    #[error("tensor {tensor}: {what} has {got} entries, the table says {expected}")]
+    LengthMismatch {
+        tensor: usize,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A selection group id is not below the number of tensors in the table.
+    #[error("tensor {tensor}: group id {group} is out of range (must be < {limit})")]
+    GroupOutOfRange {
+        tensor: usize,
+        group: u32,
+        limit: usize,
+    },
+    /// The table has more tensors than group ids can name, or more entries than fit in a u64.
+    #[error("the table is too large: {0}")]
+    TooLarge(&'static str),
+    /// A configuration value is outside its domain (mask ratio outside [0, 1] or NaN, ...).
+    #[error("invalid {name} = {value}: {expected}")]
+    InvalidConfig {
+        name: &'static str,
+        value: f64,
+        expected: &'static str,
+    },
+    /// Buffers of another element type than the one this object was built for.
+    #[error("dtype mismatch: expected {expected:?}, got {got:?}")]
+    DTypeMismatch { expected: DType, got: DType },
+    /// No CUDA driver library could be loaded on this machine.
+    #[error("no CUDA driver (libcuda) was found on this machine")]
+    NoDriver,
+    /// The driver loaded but the requested device does not exist.
+    #[error("no CUDA device {ordinal}: {reason}")]
+    NoDevice { ordinal: usize, reason: String },
+    /// The crate was built without nvcc, so it carries no kernels.
+    #[error(
+        "gradmask was built without CUDA kernels: install the pinned nvcc with scripts/install-cuda.sh, \
+         set CUDA_HOME to the path it prints, and rebuild (or set GRADMASK_PREBUILT_KERNELS)"
+    )]
+    KernelsNotBuilt,
+    /// A device buffer lives on another device than the selector's stream.
+    #[error("buffer for tensor {tensor} is on device {got}, the stream is on device {expected}")]
+    WrongDevice {
+        tensor: usize,
+        expected: usize,
+        got: usize,
+    },
+    /// A CUDA driver call failed.
+    #[error("CUDA error: {0}")]
+    Cuda(String),
+    /// A checkpoint could not be read or written, or does not belong to this table.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: String, reason: String },
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

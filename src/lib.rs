@@ -1,0 +1,48 @@
+//! # gradmask
+//!
+//! Gradient-Mask Tuning (GMT, Li et al. 2024) for LLM fine-tuning: after gradients are accumulated,
+//! keep only the entries whose |g| lies in the top `1 - mask_ratio` fraction of their selection
+//! group, then take the AdamW step. This crate computes the exact threshold per group with a radix
+//! select (CUDA kernels, and a CPU engine that gives the same thresholds bit for bit).
+//!
+//! Where each concern lives:
+//! - [`table`]: [`TensorTable`] (the model's tensors, validated once) and [`GroupMap`] (tensors
+//!   resolved into selection groups for a [`Scope`]).
+//! - [`config`]: [`MaskConfig`], [`Scope`], [`MaskedUpdate`] and the kept-count rule.
+//! - [`dtype`]: [`DType`] and [`GradElem`], the sign-less |g| keys of f32, bf16 and f16.
+//! - [`select`]: [`Selection`] and [`GroupStats`], the result of one selection.
+//! - [`cpu`]: [`CpuSelector`], the exact CPU engine (rayon).
+//! - [`tuning`]: radix digit widths and launch constants, mirrored from `kernels/tuning.cuh`.
+//! - [`error`]: [`Error`], the one error type.
+//! - `kernels/` (CUDA C++): `tuning.cuh`, `select.cu` (histogram and radix refinement kernels).
+//!
+//! ```
+//! use gradmask::{CpuSelector, Scope, TensorTable};
+//!
+//! let lengths = [6, 4];
+//! let table = TensorTable::per_tensor(&lengths)?;
+//! let mut selector = CpuSelector::new(&table, Scope::PerTensor);
+//! let a = [0.1f32, -3.0, 0.5, 2.0, -0.2, 0.0];
+//! let b = [1.0f32, 1.0, -1.0, 0.25];
+//! let selection = selector.select(&[&a[..], &b[..]], 0.5)?; // mask half of each tensor
+//! assert_eq!(selection.groups[0].threshold, 0.5); // keeps |g| >= 0.5: -3.0, 2.0, 0.5
+//! assert_eq!(selection.groups[0].kept, 3);
+//! assert_eq!(selection.groups[1].threshold, 1.0); // ties at the threshold are all kept
+//! assert_eq!(selection.groups[1].kept, 3);
+//! # Ok::<(), gradmask::Error>(())
+//! ```
+
+pub mod config;
+pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod select;
+pub mod table;
+pub mod tuning;
+
+pub use config::{MaskConfig, MaskedUpdate, Scope};
+pub use cpu::CpuSelector;
+pub use dtype::{DType, GradElem};
+pub use error::{Error, Result};
+pub use select::{GroupStats, Selection, KEEP_NONE};
+pub use table::{GroupMap, TensorTable};

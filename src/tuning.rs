@@ -1,0 +1,79 @@
+//! Launch and radix constants, mirrored from `kernels/tuning.cuh` (a test checks they agree).
+//! Tuning means editing that header and this file together.
+
+/// Bits of the first radix digit (pass 1 histograms `1 << FIRST_DIGIT_BITS` bins).
+pub const FIRST_DIGIT_BITS: u32 = 12;
+/// Bits of each refinement digit (the last one may be narrower).
+pub const REFINE_DIGIT_BITS: u32 = 11;
+/// Entries per GPU work-list chunk; a chunk never spans two tensors.
+pub const GPU_CHUNK_LEN: usize = 65536;
+/// Threads per block of the selection kernels.
+pub const BLOCK_THREADS: u32 = 256;
+/// Bytes per vector load in the kernels.
+pub const VEC_BYTES: usize = 16;
+
+/// Entries per CPU work chunk (one rayon task, one private histogram). Large enough that the
+/// per-chunk histograms (16 KiB each) are small next to the data, small enough to balance 2-64 cores.
+pub const CPU_CHUNK_LEN: usize = 1 << 20;
+
+/// Number of first-digit bins.
+pub const FIRST_DIGIT_BINS: usize = 1 << FIRST_DIGIT_BITS;
+
+/// The radix digits of a key of `key_bits` bits, from the top: (shift, width) pairs.
+/// f32 (31 bits): (19, 12), (8, 11), (0, 8). bf16/f16 (15 bits): (3, 12), (0, 3).
+pub fn digits(key_bits: u32) -> impl Iterator<Item = (u32, u32)> {
+    let mut remaining = key_bits;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        if remaining == 0 {
+            return None;
+        }
+        let width = if first {
+            FIRST_DIGIT_BITS
+        } else {
+            REFINE_DIGIT_BITS
+        }
+        .min(remaining);
+        first = false;
+        remaining -= width;
+        Some((remaining, width))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_value(name: &str) -> u64 {
+        let header = include_str!("../kernels/tuning.cuh");
+        let line = header
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from kernels/tuning.cuh"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn header_and_module_agree() {
+        assert_eq!(
+            header_value("GM_FIRST_DIGIT_BITS"),
+            u64::from(FIRST_DIGIT_BITS)
+        );
+        assert_eq!(
+            header_value("GM_REFINE_DIGIT_BITS"),
+            u64::from(REFINE_DIGIT_BITS)
+        );
+        assert_eq!(header_value("GM_CHUNK_LEN"), GPU_CHUNK_LEN as u64);
+        assert_eq!(header_value("GM_BLOCK_THREADS"), u64::from(BLOCK_THREADS));
+        assert_eq!(header_value("GM_VEC_BYTES"), VEC_BYTES as u64);
+    }
+
+    #[test]
+    fn digit_schedules() {
+        assert_eq!(
+            digits(31).collect::<Vec<_>>(),
+            vec![(19, 12), (8, 11), (0, 8)]
+        );
+        assert_eq!(digits(15).collect::<Vec<_>>(), vec![(3, 12), (0, 3)]);
+    }
+}

@@ -1,0 +1,259 @@
+//! The CPU engine against the sort-based oracle: thresholds, kept counts and non-finite counts must
+//! be exactly equal; sums of squares within `1e-12 * n * sum`.
+
+mod common;
+
+use common::{draw, oracle, Dist, FromF32, ALL_DISTS};
+use gradmask::{CpuSelector, Error, Scope, TensorTable};
+use half::{bf16, f16};
+use proptest::prelude::*;
+
+/// One table, its gradients and a selection to run.
+#[derive(Debug, Clone)]
+struct Case {
+    lengths: Vec<usize>,
+    groups: Vec<u32>,
+    dense: Vec<bool>,
+    dists: Vec<Dist>,
+    seed: u64,
+    scope: Scope,
+    ratio: f64,
+    capacity: Option<usize>,
+}
+
+fn check<T: FromF32>(case: &Case) -> Result<(), TestCaseError> {
+    let table = TensorTable::new(&case.lengths, &case.groups)
+        .unwrap()
+        .with_dense(&case.dense)
+        .unwrap();
+    let grads: Vec<Vec<T>> = case
+        .lengths
+        .iter()
+        .zip(&case.dists)
+        .enumerate()
+        .map(|(i, (&len, &d))| draw(d, len, case.seed + i as u64))
+        .collect();
+    let views: Vec<&[T]> = grads.iter().map(|g| &g[..]).collect();
+    let mut selector = match case.capacity {
+        Some(cap) => CpuSelector::with_candidate_capacity(&table, case.scope, cap),
+        None => CpuSelector::new(&table, case.scope),
+    };
+    let expected = oracle(&table, case.scope, &views, case.ratio);
+    let got = selector.select(&views, case.ratio).unwrap();
+    prop_assert_eq!(got.groups.len(), expected.len());
+    for (g, (got, want)) in got.groups.iter().zip(&expected).enumerate() {
+        prop_assert_eq!(got.len, want.len, "group {} len", g);
+        prop_assert_eq!(got.target, want.target, "group {} target", g);
+        prop_assert_eq!(
+            got.threshold_key,
+            want.threshold_key,
+            "group {} threshold",
+            g
+        );
+        prop_assert_eq!(got.kept, want.kept, "group {} kept", g);
+        prop_assert_eq!(got.non_finite, want.non_finite, "group {} non-finite", g);
+        prop_assert!(got.kept >= got.target);
+    }
+    let exact: f64 = views
+        .iter()
+        .flat_map(|g| g.iter())
+        .map(|x| f64::from(x.to_f32()).powi(2))
+        .sum();
+    let n = table.total_len() as f64;
+    if exact.is_finite() {
+        prop_assert!(
+            (got.sum_sq - exact).abs() <= 1e-12 * n.max(1.0) * exact,
+            "sum_sq {} vs {}",
+            got.sum_sq,
+            exact
+        );
+    } else {
+        prop_assert!(
+            !got.sum_sq.is_finite(),
+            "sum_sq {} vs {}",
+            got.sum_sq,
+            exact
+        );
+    }
+    Ok(())
+}
+
+fn ratio() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(0.0),
+        Just(1.0),
+        Just(1e-6),
+        Just(1.0 - 1e-6),
+        0.0..=1.0f64,
+        0.05..0.5f64
+    ]
+}
+
+fn dist() -> impl Strategy<Value = Dist> {
+    proptest::sample::select(ALL_DISTS.to_vec())
+}
+
+fn scope() -> impl Strategy<Value = Scope> {
+    prop_oneof![
+        Just(Scope::PerTensor),
+        Just(Scope::Global),
+        Just(Scope::Groups)
+    ]
+}
+
+/// Tables of 1 to 6 tensors with lengths from {0, 1, 3, odd, up to `max_len`}.
+fn case(max_len: usize) -> impl Strategy<Value = Case> {
+    let len = prop_oneof![
+        Just(0usize),
+        Just(1usize),
+        Just(3usize),
+        (0..max_len / 2).prop_map(|n| 2 * n + 1),
+        0..max_len
+    ];
+    (1usize..=6)
+        .prop_flat_map(move |n| {
+            (
+                proptest::collection::vec(len.clone(), n),
+                proptest::collection::vec(0..n as u32, n),
+                proptest::collection::vec(proptest::bool::weighted(0.15), n),
+                proptest::collection::vec(dist(), n),
+                any::<u64>(),
+                scope(),
+                ratio(),
+                prop_oneof![3 => Just(None), 1 => (0usize..64).prop_map(Some)],
+            )
+        })
+        .prop_map(
+            |(lengths, groups, dense, dists, seed, scope, ratio, capacity)| Case {
+                lengths,
+                groups,
+                dense,
+                dists,
+                seed,
+                scope,
+                ratio,
+                capacity,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3400, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn f32_small_tables_match_the_oracle(case in case(3000)) { check::<f32>(&case)?; }
+    #[test]
+    fn bf16_small_tables_match_the_oracle(case in case(3000)) { check::<bf16>(&case)?; }
+    #[test]
+    fn f16_small_tables_match_the_oracle(case in case(3000)) { check::<f16>(&case)?; }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn f32_large_tensors_match_the_oracle(case in case(1_000_001)) { check::<f32>(&case)?; }
+    #[test]
+    fn bf16_large_tensors_match_the_oracle(case in case(1_000_001)) { check::<bf16>(&case)?; }
+    #[test]
+    fn f16_large_tensors_match_the_oracle(case in case(1_000_001)) { check::<f16>(&case)?; }
+}
+
+/// Every distribution at 10^6 entries, in every scope, f32, including a starved candidate buffer
+/// that forces the re-reading path.
+#[test]
+fn every_distribution_at_a_million_entries() {
+    for (i, &dist) in ALL_DISTS.iter().enumerate() {
+        for scope in [Scope::PerTensor, Scope::Global, Scope::Groups] {
+            for capacity in [None, Some(17)] {
+                let case = Case {
+                    lengths: vec![1_000_000, 4097, 3],
+                    groups: vec![0, 0, 1],
+                    dense: vec![false; 3],
+                    dists: vec![dist; 3],
+                    seed: 1000 + i as u64,
+                    scope,
+                    ratio: 0.3,
+                    capacity,
+                };
+                check::<f32>(&case)
+                    .unwrap_or_else(|e| panic!("{dist:?} {scope:?} {capacity:?}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn planted_non_finite_values_are_counted() {
+    let table = TensorTable::new(&[1000, 10, 5], &[0, 0, 1])
+        .unwrap()
+        .with_dense(&[false, false, true])
+        .unwrap();
+    let mut a = draw::<f32>(Dist::Normal, 1000, 7);
+    let b = draw::<f32>(Dist::Normal, 10, 8);
+    let mut c = draw::<f32>(Dist::Normal, 5, 9);
+    a[17] = f32::NAN;
+    a[500] = f32::NEG_INFINITY;
+    c[2] = f32::INFINITY; // in a dense tensor: counted for the step, not for the group
+    let mut selector = CpuSelector::new(&table, Scope::Groups);
+    let selection = selector.select(&[&a[..], &b[..], &c[..]], 0.2).unwrap();
+    assert_eq!(selection.non_finite, 3);
+    assert!(selection.has_non_finite());
+    assert_eq!(selection.groups[0].non_finite, 2);
+    assert_eq!(selection.groups[1].non_finite, 0);
+    assert!(selection.sum_sq.is_nan());
+}
+
+#[test]
+fn bad_inputs_get_typed_errors_and_change_nothing() {
+    assert!(matches!(
+        TensorTable::new(&[3, 4], &[0, 5]),
+        Err(Error::GroupOutOfRange {
+            tensor: 1,
+            group: 5,
+            ..
+        })
+    ));
+    assert!(matches!(
+        TensorTable::new(&[3, 4], &[0]),
+        Err(Error::CountMismatch { .. })
+    ));
+
+    let table = TensorTable::per_tensor(&[3, 4]).unwrap();
+    let mut selector = CpuSelector::new(&table, Scope::PerTensor);
+    let a = [1.0f32, 2.0, 3.0];
+    let b = [4.0f32, 5.0, 6.0, 7.0];
+    let before = selector.select(&[&a[..], &b[..]], 0.5).unwrap().clone();
+    for ratio in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            selector.select(&[&a[..], &b[..]], ratio),
+            Err(Error::InvalidConfig {
+                name: "mask_ratio",
+                ..
+            })
+        ));
+    }
+    assert!(matches!(
+        selector.select(&[&a[..], &b[..3]], 0.5),
+        Err(Error::LengthMismatch {
+            tensor: 1,
+            expected: 4,
+            got: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        selector.select(&[&a[..]], 0.5),
+        Err(Error::CountMismatch { .. })
+    ));
+    assert_eq!(selector.last(), &before);
+}
+
+#[test]
+fn the_same_input_twice_gives_the_same_selection() {
+    let table = TensorTable::per_tensor(&[100_000, 333]).unwrap();
+    let a = draw::<bf16>(Dist::LogNormal, 100_000, 1);
+    let b = draw::<bf16>(Dist::Ties, 333, 2);
+    let mut selector = CpuSelector::new(&table, Scope::Global);
+    let first = selector.select(&[&a[..], &b[..]], 0.37).unwrap().clone();
+    let second = selector.select(&[&a[..], &b[..]], 0.37).unwrap();
+    assert_eq!(&first, second);
+}
