@@ -16,3 +16,6 @@
 
 // Bytes per vector load (16: uint4).
 #define GM_VEC_BYTES 16
+
+// Blocks per group that stride over the group's compacted candidates in the last f32 digit.
+#define GM_CANDIDATE_BLOCKS 32

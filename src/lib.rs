@@ -32,6 +32,10 @@
 //! # Ok::<(), gradmask::Error>(())
 //! ```
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod config;
 pub mod cpu;
 pub mod dtype;

@@ -257,3 +257,25 @@ fn the_same_input_twice_gives_the_same_selection() {
     let second = selector.select(&[&a[..], &b[..]], 0.37).unwrap();
     assert_eq!(&first, second);
 }
+
+/// The bench's naive baseline must agree with the oracle, or its timings compare different work.
+#[test]
+fn naive_baseline_agrees_with_the_oracle() {
+    let lengths = [1usize, 3, 1000, 4097];
+    let table = TensorTable::per_tensor(&lengths).unwrap();
+    let grads: Vec<Vec<f32>> = lengths
+        .iter()
+        .map(|&n| draw(Dist::LogNormal, n, n as u64))
+        .collect();
+    let views: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+    for ratio in [0.0, 0.2, 0.99, 1.0] {
+        let want: Vec<u32> = oracle(&table, Scope::PerTensor, &views, ratio)
+            .iter()
+            .map(|e| e.threshold_key)
+            .collect();
+        assert_eq!(
+            common::naive_per_tensor_thresholds(&views, ratio, &mut Vec::new()),
+            want
+        );
+    }
+}

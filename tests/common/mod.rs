@@ -218,3 +218,47 @@ pub fn dtype_name(dtype: DType) -> &'static str {
         DType::F16 => "f16",
     }
 }
+
+/// The obvious per-tensor selection, the baseline of `cargo bench --bench select`: copy |g| of each
+/// tensor, then `select_nth_unstable` for the target-th largest. Returns each tensor's threshold
+/// key (as the oracle defines it).
+pub fn naive_per_tensor_thresholds<T: GradElem>(
+    grads: &[&[T]],
+    mask_ratio: f64,
+    scratch: &mut Vec<u32>,
+) -> Vec<u32> {
+    grads
+        .iter()
+        .map(|grad| {
+            let len = grad.len() as u64;
+            let target = len - ((mask_ratio * len as f64).floor() as u64).min(len);
+            if target == 0 {
+                return KEEP_NONE;
+            }
+            if mask_ratio == 0.0 {
+                return 0;
+            }
+            scratch.clear();
+            scratch.extend(grad.iter().map(|x| x.key()));
+            let at = (len - target) as usize; // ascending position of the target-th largest
+            *scratch.select_nth_unstable(at).1
+        })
+        .collect()
+}
+
+/// Seeded log-normal gradients (realistic LLM magnitudes, random sign) for every shape, generated
+/// in parallel.
+pub fn llama_gradients(shapes: &[(String, usize)], seed: u64) -> Vec<Vec<f32>> {
+    use rayon::prelude::*;
+    shapes
+        .par_iter()
+        .enumerate()
+        .map(|(i, (_, len))| {
+            draw_f32(
+                Dist::LogNormal,
+                *len,
+                seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            )
+        })
+        .collect()
+}
