@@ -49,3 +49,7 @@ struct GmStep {
     unsigned long long cand_used;   // candidate slots reserved this step
     unsigned long long cand_cap;    // capacity of the candidate buffer; set once
 };
+
+static_assert(sizeof(GmChunk) == 32, "GmChunk layout is mirrored in src/cuda/types.rs");
+static_assert(sizeof(GmGroup) == 104, "GmGroup layout is mirrored in src/cuda/types.rs");
+static_assert(sizeof(GmStep) == 32, "GmStep layout is mirrored in src/cuda/types.rs");
