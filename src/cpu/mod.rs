@@ -3,5 +3,6 @@
 
 pub mod radix;
 mod select;
+mod shared;
 
 pub use select::CpuSelector;

@@ -2,10 +2,14 @@
 //!
 //! The steps mirror the GPU's (DESIGN.md §2):
 //! 1. Pass 1, parallel over chunks: a private 12-bit first-digit histogram per chunk and the sum of
-//!    g^2. Non-finite counts come free from the top bins of that histogram.
-//! 2. Per group: merge its chunks' histograms and choose the bucket holding the target-th largest key.
-//! 3. Pass 2, parallel over chunks: copy the keys that fall in their group's bucket into a compacted
-//!    candidate buffer. Each chunk's write offset is known exactly from its own histogram.
+//!    g^2. Non-finite counts come free from the top bins of that histogram. With speculation, each
+//!    chunk also copies out the keys whose first digit lies within 2 bins of the bucket its group
+//!    chose in the previous call (a "window").
+//! 2. Per group: merge its chunks' histograms and choose the bucket holding the target-th largest
+//!    key. When the bucket is inside the window, the copied keys are the candidates: done reading g.
+//! 3. Pass 2 (groups without a window hit), parallel over chunks: copy the keys that fall in their
+//!    group's bucket into a compacted candidate buffer. Each chunk's write offset is known exactly
+//!    from its own histogram.
 //! 4. Per group: refine the remaining digits over its candidates, compacting them in place, with an
 //!    early exit when the bucket holds exactly the remaining target. A group whose bucket did not fit
 //!    the candidate buffer re-reads its gradients instead.
@@ -14,12 +18,18 @@
 
 use rayon::prelude::*;
 
-use super::radix::{first_digit_histogram, GroupState, Stage};
+use super::radix::{first_digit_histogram, GroupState, Stage, Window};
+use super::shared::SharedSlice;
 use crate::config::{kept_target, validate_ratio};
 use crate::select::{GroupStats, Selection, KEEP_NONE};
 use crate::table::{GroupMap, TensorTable};
 use crate::tuning::{CPU_CHUNK_LEN, FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
 use crate::{DType, GradElem, Result, Scope};
+
+/// Groups smaller than this never speculate: their second read costs less than the window.
+const SPECULATE_MIN_LEN: u64 = 1 << 16;
+/// Bins on each side of last call's bucket that the window covers (a bin is 1/16 octave for f32).
+const WINDOW_HALF_WIDTH: u32 = 2;
 
 /// A run of at most `CPU_CHUNK_LEN` entries of one tensor.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +39,9 @@ struct Chunk {
     dense: bool,
     start: usize,
     len: usize,
+    /// This chunk's range of the window buffer (non-dense chunks, laid out in group order).
+    window_start: usize,
+    window_cap: usize,
 }
 
 /// The CPU selection engine for one table and scope. Build once, call `select` every step.
@@ -43,7 +56,16 @@ pub struct CpuSelector {
     chunk_spare: Vec<u32>,
     chunk_sum_sq: Vec<f64>,
     chunk_cand_off: Vec<usize>,
+    /// Keys copied out by each chunk in pass 1 (None: no window, or it overflowed).
+    chunk_window_len: Vec<Option<usize>>,
     states: Vec<GroupState>,
+    /// Each group's window for this call: (lowest bin, span).
+    windows: Vec<Option<(u32, u32)>>,
+    /// Each group's first-digit bucket in the previous call, for the dtype in `previous_dtype`.
+    previous_bin: Vec<Option<u32>>,
+    previous_dtype: Option<DType>,
+    speculate: bool,
+    window_keys: Vec<u32>,
     candidates: Vec<u32>,
     selection: Selection,
 }
@@ -64,12 +86,15 @@ impl CpuSelector {
         for (tensor, &len) in table.lengths().iter().enumerate() {
             let (group, dense) = (map.group_of[tensor] as usize, table.dense()[tensor]);
             for start in (0..len).step_by(CPU_CHUNK_LEN) {
+                let len = CPU_CHUNK_LEN.min(len - start);
                 chunks.push(Chunk {
                     tensor,
                     group,
                     dense,
                     start,
-                    len: CPU_CHUNK_LEN.min(len - start),
+                    len,
+                    window_start: 0,
+                    window_cap: 0,
                 });
             }
         }
@@ -86,6 +111,16 @@ impl CpuSelector {
             group_chunks[cursor[chunk.group]] = id;
             cursor[chunk.group] += 1;
         }
+        // A window holds up to 1/8 of its chunk (plus one block of slack); more means a miss.
+        let mut window_total = 0;
+        for &id in &group_chunks {
+            let chunk = &mut chunks[id];
+            if map.group_len[chunk.group] >= SPECULATE_MIN_LEN {
+                chunk.window_start = window_total;
+                chunk.window_cap = chunk.len / 8 + 512;
+                window_total += chunk.window_cap;
+            }
+        }
         let n = chunks.len();
         CpuSelector {
             table: table.clone(),
@@ -96,7 +131,13 @@ impl CpuSelector {
             chunk_spare: vec![0; n * FIRST_DIGIT_BINS],
             chunk_sum_sq: vec![0.0; n],
             chunk_cand_off: vec![usize::MAX; n],
+            chunk_window_len: vec![None; n],
             states: vec![GroupState::default(); map.n_groups()],
+            windows: vec![None; map.n_groups()],
+            previous_bin: vec![None; map.n_groups()],
+            previous_dtype: None,
+            speculate: true,
+            window_keys: vec![0; window_total],
             candidates: vec![0; capacity],
             selection: Selection {
                 dtype: DType::F32,
@@ -107,6 +148,17 @@ impl CpuSelector {
             },
             map,
         }
+    }
+
+    /// Turns speculation (one read of g when a group's bucket stays within 2 bins of the previous
+    /// call's) on or off. On by default; results are identical either way.
+    pub fn set_speculation(&mut self, on: bool) {
+        self.speculate = on;
+    }
+
+    /// Groups of the last call whose bucket fell inside their window, so pass 1 was the only read.
+    pub fn window_hits(&self) -> usize {
+        self.states.iter().filter(|s| s.in_window).count()
     }
 
     /// The table this selector was built for.
@@ -132,28 +184,78 @@ impl CpuSelector {
         self.table
             .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
         let shift = T::DTYPE.key_bits() - FIRST_DIGIT_BITS;
-        let non_finite_bin = (T::DTYPE.non_finite_key() >> shift) as usize;
+        self.plan_windows(T::DTYPE);
+        self.first_pass(grads, shift);
+        self.choose_first_buckets(
+            mask_ratio,
+            shift,
+            (T::DTYPE.non_finite_key() >> shift) as usize,
+        );
+        self.assign_candidates();
+        self.compact_candidates(grads);
+        self.refine(grads);
 
-        // Pass 1: private histograms and sums of squares per chunk.
-        let chunks = &self.chunks;
+        self.selection.dtype = T::DTYPE;
+        for (state, stats) in self.states.iter().zip(&mut self.selection.groups) {
+            debug_assert_eq!(state.stage, Stage::Done);
+            stats.threshold_key = state.threshold_key;
+            stats.kept = state.kept;
+        }
+        self.selection.finish_thresholds();
+        Ok(&self.selection)
+    }
+
+    /// Each group's window for this call, from its previous bucket of the same dtype.
+    fn plan_windows(&mut self, dtype: DType) {
+        if self.previous_dtype != Some(dtype) {
+            self.previous_bin.fill(None);
+            self.previous_dtype = Some(dtype);
+        }
+        for (g, window) in self.windows.iter_mut().enumerate() {
+            *window = match self.previous_bin[g] {
+                Some(bin) if self.speculate && self.map.group_len[g] >= SPECULATE_MIN_LEN => {
+                    let lo = bin.saturating_sub(WINDOW_HALF_WIDTH);
+                    Some((lo, bin + WINDOW_HALF_WIDTH - lo))
+                }
+                _ => None,
+            };
+        }
+    }
+
+    /// Pass 1: private histograms, sums of squares and window copies per chunk; then step totals.
+    fn first_pass<T: GradElem>(&mut self, grads: &[&[T]], shift: u32) {
+        let (chunks, windows) = (&self.chunks, &self.windows);
+        let window_keys = SharedSlice::new(&mut self.window_keys);
         self.chunk_hist
             .par_chunks_mut(FIRST_DIGIT_BINS)
             .zip(self.chunk_spare.par_chunks_mut(FIRST_DIGIT_BINS))
-            .zip(self.chunk_sum_sq.par_iter_mut())
+            .zip(
+                self.chunk_sum_sq
+                    .par_iter_mut()
+                    .zip(self.chunk_window_len.par_iter_mut()),
+            )
             .enumerate()
-            .for_each(|(id, ((hist, spare), sum_sq))| {
+            .for_each(|(id, ((hist, spare), (sum_sq, window_len)))| {
                 let chunk = chunks[id];
+                let window = windows[chunk.group]
+                    .filter(|_| !chunk.dense)
+                    .map(|(lo, span)| Window {
+                        lo,
+                        span,
+                        // SAFETY: chunks own disjoint ranges of the window buffer (laid out in `new`),
+                        // and each chunk is handled by exactly one task.
+                        out: unsafe { window_keys.slice_mut(chunk.window_start, chunk.window_cap) },
+                    });
                 hist.fill(0);
-                *sum_sq = first_digit_histogram(
-                    &grads[chunk.tensor][chunk.start..][..chunk.len],
-                    shift,
-                    hist,
-                    spare,
-                );
+                let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
+                (*sum_sq, *window_len) = first_digit_histogram(data, shift, hist, spare, window);
             });
+    }
 
+    /// Per group: merge the chunk histograms, fill the stats, choose the first bucket, and take
+    /// the window's keys as candidates when the bucket fell inside it.
+    fn choose_first_buckets(&mut self, mask_ratio: f64, shift: u32, non_finite_bin: usize) {
         // Step totals, dense tensors included.
-        self.selection.dtype = T::DTYPE;
         self.selection.sum_sq = self.chunk_sum_sq.iter().sum();
         self.selection.non_finite = self
             .chunk_hist
@@ -166,18 +268,20 @@ impl CpuSelector {
             })
             .sum();
 
-        // Per group: merge, stats, first bucket.
-        let (hists, sums) = (&self.chunk_hist, &self.chunk_sum_sq);
+        let (hists, sums, chunks) = (&self.chunk_hist, &self.chunk_sum_sq, &self.chunks);
         let (group_chunks, offs, lens) = (
             &self.group_chunks,
             &self.group_chunk_off,
             &self.map.group_len,
         );
+        let (windows, window_lens) = (&self.windows, &self.chunk_window_len);
+        let window_keys = SharedSlice::new(&mut self.window_keys);
         self.states
             .par_iter_mut()
             .zip(self.selection.groups.par_iter_mut())
+            .zip(self.previous_bin.par_iter_mut())
             .enumerate()
-            .for_each(|(g, (state, stats))| {
+            .for_each(|(g, ((state, stats), previous))| {
                 let mine = &group_chunks[offs[g]..offs[g + 1]];
                 let mut merged = [0u64; FIRST_DIGIT_BINS];
                 for &c in mine {
@@ -203,34 +307,51 @@ impl CpuSelector {
                 };
                 if target == 0 {
                     state.finish(KEEP_NONE, 0);
-                } else if mask_ratio == 0.0 {
+                    return;
+                }
+                if mask_ratio == 0.0 {
                     state.finish(0, lens[g]);
-                } else {
-                    state.descend(&merged, shift);
+                    return;
+                }
+                state.descend(&merged, shift);
+                *previous = Some(state.prefix);
+                let hit = windows[g]
+                    .is_some_and(|(lo, span)| state.prefix.wrapping_sub(lo) <= span)
+                    && mine.iter().all(|&c| window_lens[c].is_some());
+                if state.stage != Stage::Done && hit {
+                    // Compact the group's window ranges (contiguous, in group order) in place.
+                    let first = chunks[mine[0]].window_start;
+                    let last = &chunks[mine[mine.len() - 1]];
+                    // SAFETY: the group's chunks own [first, last.window_start + last.window_cap) of
+                    // the window buffer, and each group is handled by exactly one task.
+                    let keys = unsafe {
+                        window_keys.slice_mut(first, last.window_start + last.window_cap - first)
+                    };
+                    let mut len = 0;
+                    for &c in mine {
+                        let (start, n) =
+                            (chunks[c].window_start - first, window_lens[c].unwrap_or(0));
+                        keys.copy_within(start..start + n, len);
+                        len += n;
+                    }
+                    state.cand_start = first;
+                    state.cand_len = len;
+                    state.has_candidates = true;
+                    state.in_window = true;
                 }
             });
-
-        self.assign_candidates();
-        self.compact_candidates(grads);
-        self.refine(grads);
-
-        for (state, stats) in self.states.iter().zip(&mut self.selection.groups) {
-            debug_assert_eq!(state.stage, Stage::Done);
-            stats.threshold_key = state.threshold_key;
-            stats.kept = state.kept;
-        }
-        self.selection.finish_thresholds();
-        Ok(&self.selection)
     }
 
-    /// Gives each unfinished group whose bucket fits a range of the candidate buffer, and each of its
-    /// chunks the exact offset where its bucket's keys go.
+    /// Gives each unfinished group without candidates whose bucket fits a range of the candidate
+    /// buffer, and each of its chunks the exact offset where its bucket's keys go.
     fn assign_candidates(&mut self) {
         let mut cursor = 0usize;
         self.chunk_cand_off.fill(usize::MAX);
         for (g, state) in self.states.iter_mut().enumerate() {
-            state.has_candidates = state.stage != Stage::Done
-                && cursor + state.bucket as usize <= self.candidates.len();
+            if state.stage == Stage::Done || state.in_window {
+                continue;
+            }
+            state.has_candidates = cursor + state.bucket as usize <= self.candidates.len();
             if !state.has_candidates {
                 continue;
             }
@@ -245,23 +366,29 @@ impl CpuSelector {
 
     /// Pass 2: each chunk copies the keys in its group's bucket to its range of the candidates.
     fn compact_candidates<T: GradElem>(&mut self, grads: &[&[T]]) {
-        let out = SharedSlice(self.candidates.as_mut_ptr(), self.candidates.len());
-        let (chunks, states, offsets) = (&self.chunks, &self.states, &self.chunk_cand_off);
+        let (chunks, states, offsets, hists) = (
+            &self.chunks,
+            &self.states,
+            &self.chunk_cand_off,
+            &self.chunk_hist,
+        );
+        let out = SharedSlice::new(&mut self.candidates);
         (0..chunks.len())
             .into_par_iter()
             .filter(|&c| offsets[c] != usize::MAX)
             .for_each(|c| {
                 let chunk = chunks[c];
                 let state = &states[chunk.group];
-                let mut at = offsets[c];
+                let count = hists[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+                // SAFETY: `assign_candidates` gave this chunk [offset, offset + count), where count is
+                // its own histogram's bucket count; the ranges of all chunks are disjoint.
+                let keys = unsafe { out.slice_mut(offsets[c], count) };
+                let mut n = 0;
                 for &x in &grads[chunk.tensor][chunk.start..][..chunk.len] {
                     let key = x.key();
                     if state.in_bucket(key) {
-                        // SAFETY: `assign_candidates` gave this chunk the range [offset, offset + count)
-                        // where count is its histogram's bucket count over these same entries, and the
-                        // ranges of all chunks are disjoint and inside the buffer.
-                        unsafe { out.write(at, key) };
-                        at += 1;
+                        keys[n] = key;
+                        n += 1;
                     }
                 }
             });
@@ -269,7 +396,8 @@ impl CpuSelector {
 
     /// Runs the remaining digits of every unfinished group.
     fn refine<T: GradElem>(&mut self, grads: &[&[T]]) {
-        let cands = SharedSlice(self.candidates.as_mut_ptr(), self.candidates.len());
+        let candidates = SharedSlice::new(&mut self.candidates);
+        let window_keys = SharedSlice::new(&mut self.window_keys);
         let (chunks, group_chunks, offs) =
             (&self.chunks, &self.group_chunks, &self.group_chunk_off);
         self.states
@@ -279,9 +407,14 @@ impl CpuSelector {
             .for_each(|(g, state)| {
                 let mut hist = [0u32; 1 << REFINE_DIGIT_BITS];
                 if state.has_candidates {
-                    // SAFETY: groups were given disjoint candidate ranges inside the buffer, and each
-                    // group is refined by exactly one task.
-                    let keys = unsafe { cands.slice_mut(state.cand_start, state.cand_len) };
+                    let buffer = if state.in_window {
+                        window_keys
+                    } else {
+                        candidates
+                    };
+                    // SAFETY: groups own disjoint ranges of both buffers, and each group is refined by
+                    // exactly one task.
+                    let keys = unsafe { buffer.slice_mut(state.cand_start, state.cand_len) };
                     state.refine_slice(keys, &mut hist);
                 } else {
                     let mine = &group_chunks[offs[g]..offs[g + 1]];
@@ -298,33 +431,5 @@ impl CpuSelector {
                     );
                 }
             });
-    }
-}
-
-/// A buffer that parallel tasks write at disjoint positions.
-#[derive(Clone, Copy)]
-struct SharedSlice(*mut u32, usize);
-
-// SAFETY: every user writes disjoint ranges (see the call sites), so sharing the pointer is sound.
-unsafe impl Send for SharedSlice {}
-// SAFETY: as above.
-unsafe impl Sync for SharedSlice {}
-
-impl SharedSlice {
-    /// # Safety
-    /// `at < len`, and no other task reads or writes position `at` concurrently.
-    unsafe fn write(&self, at: usize, value: u32) {
-        assert!(at < self.1);
-        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
-        unsafe { self.0.add(at).write(value) };
-    }
-
-    /// # Safety
-    /// `start + len <= self.1`, and no other task touches that range while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [u32] {
-        assert!(start + len <= self.1);
-        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
