@@ -276,7 +276,7 @@ mod tests {
         let data: Vec<f32> = (0..3001).map(|i| (i as f32 - 1500.0) * 0.01).collect();
         let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
         let mut out = vec![0u32; 3001];
-        let lo = (0.5f32.key() >> 19) as u32;
+        let lo = 0.5f32.key() >> 19;
         let window = Window {
             lo,
             span: 20,
