@@ -45,7 +45,7 @@ fn check<T: FromF32>(case: &Case) -> Result<(), TestCaseError> {
         .iter()
         .zip(&case.dists)
         .enumerate()
-        .map(|(i, (&len, &d))| draw(d, len, case.seed ^ 0x5eed + i as u64))
+        .map(|(i, (&len, &d))| draw(d, len, (case.seed ^ 0x5eed) + i as u64))
         .collect();
     let earlier_views: Vec<&[T]> = earlier.iter().map(|g| &g[..]).collect();
     let earlier_ratio = if case.seed % 3 == 0 {
