@@ -262,3 +262,37 @@ pub fn llama_gradients(shapes: &[(String, usize)], seed: u64) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// A 32-bit integer mix (the murmur3 finalizer on a golden-ratio multiple), written so that
+/// `scripts/peers/torch_select.py` reproduces it with int64 tensor arithmetic.
+pub fn mix32(x: u64) -> u32 {
+    let mut h = (x.wrapping_mul(0x9E37_79B1) & 0xFFFF_FFFF) as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+/// Gradients that any peer can regenerate bit for bit: entry `i` of the whole set (global index)
+/// has exponent `100 + mix32(2i) % 40` (40 octaves, about 1e-8 to 1e4), mantissa `mix32(2i+1)`'s
+/// low 23 bits and sign its top bit.
+pub fn hash_gradients(lengths: &[usize]) -> Vec<Vec<f32>> {
+    use rayon::prelude::*;
+    let mut offsets = vec![0u64];
+    for &n in lengths {
+        offsets.push(offsets.last().unwrap() + n as u64);
+    }
+    lengths
+        .par_iter()
+        .zip(offsets.par_iter())
+        .map(|(&n, &offset)| {
+            (offset..offset + n as u64)
+                .map(|i| {
+                    let (a, b) = (mix32(2 * i), mix32(2 * i + 1));
+                    f32::from_bits((b & 0x8000_0000) | ((100 + a % 40) << 23) | (b & 0x007F_FFFF))
+                })
+                .collect()
+        })
+        .collect()
+}
