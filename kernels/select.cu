@@ -43,13 +43,41 @@ __device__ __forceinline__ void hist_add(unsigned* s_hist, unsigned bin) {
     }
 }
 
-// Appends key to the group's candidate range; one atomic per coalesced warp.
+// Appends key to the group's candidate range in global memory; one atomic per coalesced warp.
+// Writes never pass the range reserved for the bucket (d_group->bucket keys), even if the
+// gradients changed under the selection.
 __device__ __forceinline__ void append_candidate(GmGroup* d_group, unsigned* d_cand, unsigned key) {
     cg::coalesced_group active = cg::coalesced_threads();
     unsigned long long base = 0;
     if (active.thread_rank() == 0) base = atomicAdd(&d_group->cand_count, (unsigned long long)active.size());
-    base = active.shfl(base, 0);
-    d_cand[d_group->cand_start + base + active.thread_rank()] = key;
+    base = active.shfl(base, 0) + active.thread_rank();
+    if (base < d_group->bucket) d_cand[d_group->cand_start + base] = key;
+}
+
+// Stages key in the block's shared candidate list (one shared atomic per coalesced warp); when
+// that is full, appends to global memory directly.
+__device__ __forceinline__ void stage_candidate(unsigned* s_cand, unsigned* s_count, GmGroup* d_group, unsigned* d_cand,
+                                                unsigned key) {
+    cg::coalesced_group active = cg::coalesced_threads();
+    unsigned base = 0;
+    if (active.thread_rank() == 0) base = atomicAdd(s_count, active.size());
+    const unsigned slot = active.shfl(base, 0) + active.thread_rank();
+    if (slot < GM_BLOCK_CANDIDATES) {
+        s_cand[slot] = key;
+    } else {
+        append_candidate(d_group, d_cand, key);
+    }
+}
+
+// Copies the block's staged candidates to the group's range with one global atomic per block.
+__device__ void flush_candidates(const unsigned* s_cand, const unsigned* s_count, GmGroup* d_group, unsigned* d_cand) {
+    __shared__ unsigned long long s_base;
+    __syncthreads();
+    const unsigned n = *s_count < GM_BLOCK_CANDIDATES ? *s_count : GM_BLOCK_CANDIDATES;
+    if (threadIdx.x == 0) s_base = atomicAdd(&d_group->cand_count, (unsigned long long)n);
+    __syncthreads();
+    for (unsigned i = threadIdx.x; i < n; i += GM_BLOCK_THREADS)
+        if (s_base + i < d_group->bucket) d_cand[d_group->cand_start + s_base + i] = s_cand[i];
 }
 
 // Takes this block's ticket for the group; true in every thread of the last block to arrive.
@@ -70,6 +98,7 @@ __device__ void descend(GmGroup* d_group, unsigned long long* d_hist, unsigned w
     __shared__ unsigned s_bin;
     __shared__ unsigned long long s_above, s_count;
     const unsigned bins = 1u << width;
+    if (threadIdx.x == 0) s_bin = 0, s_above = 0, s_count = 0;  // defined even on inconsistent input
     const unsigned per_thread = (bins + GM_BLOCK_THREADS - 1) / GM_BLOCK_THREADS;
     const unsigned long long want = d_group->target - d_group->above;
     // Thread t owns the bins [bins-1 - t*per_thread, ...] counting down from the top.
@@ -79,7 +108,7 @@ __device__ void descend(GmGroup* d_group, unsigned long long* d_hist, unsigned w
     const unsigned long long before = block_exclusive_scan(mine);
     if (before < want && want <= before + mine) {
         unsigned long long above = before;
-        for (unsigned i = threadIdx.x * per_thread;; ++i) {
+        for (unsigned i = threadIdx.x * per_thread; i < (threadIdx.x + 1) * per_thread && i < bins; ++i) {
             const unsigned long long count = __ldcg(&d_hist[bins - 1 - i]);
             if (above + count >= want) {
                 s_bin = bins - 1 - i;
@@ -209,11 +238,14 @@ template <class Walk>
 __device__ void refine_digit(GmGroup* d_group, unsigned long long* d_group_hist, unsigned* d_cand, bool compact,
                              unsigned expected, Walk walk) {
     __shared__ unsigned s_hist[1u << GM_REFINE_DIGIT_BITS];
+    __shared__ unsigned s_cand[GM_BLOCK_CANDIDATES];
+    __shared__ unsigned s_cand_count;
     const unsigned stage = d_group->stage, prefix = d_group->prefix, shift = d_group->shift;
     const unsigned width = next_width(shift), digit_shift = shift - width, digit_mask = (1u << width) - 1;
     const bool min_stage = stage == GM_STAGE_MIN;
     compact = compact && d_group->has_candidates;
     for (unsigned b = threadIdx.x; b < (1u << width); b += GM_BLOCK_THREADS) s_hist[b] = 0;
+    if (threadIdx.x == 0) s_cand_count = 0;
     __syncthreads();
     unsigned min_key = 0xffffffffu;
     walk([&](unsigned key) {
@@ -223,8 +255,9 @@ __device__ void refine_digit(GmGroup* d_group, unsigned long long* d_group_hist,
             return;
         }
         hist_add(s_hist, (key >> digit_shift) & digit_mask);
-        if (compact) append_candidate(d_group, d_cand, key);
+        if (compact) stage_candidate(s_cand, &s_cand_count, d_group, d_cand, key);
     });
+    if (compact) flush_candidates(s_cand, &s_cand_count, d_group, d_cand);
     if (min_stage) {
         const unsigned block_min = block_reduce(min_key, 0xffffffffu, OpMin());
         if (threadIdx.x == 0 && block_min != 0xffffffffu) atomicMin(&d_group->min_key, block_min);

@@ -13,7 +13,9 @@ pub const BLOCK_THREADS: u32 = 256;
 pub const VEC_BYTES: usize = 16;
 
 /// Blocks per group that stride over the group's compacted candidates in the last f32 digit.
-pub const CANDIDATE_BLOCKS: u32 = 32;
+pub const CANDIDATE_BLOCKS: u32 = 128;
+/// Candidate keys a block stages in shared memory before one global reservation (pass 2, f32).
+pub const BLOCK_CANDIDATES: u32 = 2048;
 
 /// Entries per CPU work chunk (one rayon task, one private histogram). Large enough that the
 /// per-chunk histograms (16 KiB each) are small next to the data, small enough to balance 2-64 cores.

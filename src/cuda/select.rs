@@ -7,7 +7,7 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice};
 
 use super::module::{cuda, Function, Module};
 use super::types::{GmChunk, GmGroup, GmStep};
@@ -44,9 +44,12 @@ pub struct CudaSelector {
     table: TensorTable,
     map: GroupMap,
     chunks: Vec<GmChunk>,
-    /// Device address of each tensor the uploaded work list describes (0 = not yet built).
+    /// Device address of each tensor, and the element size, the uploaded work list describes.
     bound: Vec<u64>,
+    bound_size: usize,
     addresses: Vec<u64>,
+    /// Pinned staging for work-list uploads, so that an upload never blocks the host.
+    h_chunks: PinnedHostSlice<GmChunk>,
     d_chunks: CudaSlice<GmChunk>,
     d_groups: CudaSlice<GmGroup>,
     d_hist: CudaSlice<u64>,
@@ -55,6 +58,8 @@ pub struct CudaSelector {
     h_groups: PinnedHostSlice<GmGroup>,
     h_step: PinnedHostSlice<GmStep>,
     last_dtype: Option<DType>,
+    /// The dtype of the selection whose stats `copy_stats_async` copied.
+    copied_dtype: Option<DType>,
 }
 
 impl CudaSelector {
@@ -141,11 +146,13 @@ impl CudaSelector {
         let d_cand = stream.alloc_zeros::<u32>(capacity.max(1)).map_err(cuda)?;
         // SAFETY: the pinned buffers are only read after `copy_stats_async` filled them and the
         // stream was synchronized; until then their contents are never looked at.
-        let (h_groups, h_step) = unsafe {
+        let (h_groups, h_step, h_chunks) = unsafe {
             (
                 ctx.alloc_pinned_with_flags::<GmGroup>(groups.len().max(1), 0)
                     .map_err(cuda)?,
                 ctx.alloc_pinned_with_flags::<GmStep>(1, 0).map_err(cuda)?,
+                ctx.alloc_pinned_with_flags::<GmChunk>(chunks.len().max(1), 0)
+                    .map_err(cuda)?,
             )
         };
         Ok(CudaSelector {
@@ -153,6 +160,8 @@ impl CudaSelector {
             kernels,
             table: table.clone(),
             bound: vec![0; table.len()],
+            bound_size: 0,
+            h_chunks,
             addresses: vec![0; table.len()],
             map,
             chunks,
@@ -164,6 +173,7 @@ impl CudaSelector {
             h_groups,
             h_step,
             last_dtype: None,
+            copied_dtype: None,
         })
     }
 
@@ -259,6 +269,13 @@ impl CudaSelector {
         }
         self.table
             .check_lengths("gradients", lengths.iter().copied())?;
+        if let Some(tensor) = addresses.iter().position(|&a| a % dtype.size() as u64 != 0) {
+            return Err(Error::InvalidConfig {
+                name: "device address",
+                value: tensor as f64,
+                expected: "an address aligned to the element size (the value is the tensor index)",
+            });
+        }
         self.addresses.copy_from_slice(addresses);
         // SAFETY: the caller's contract above.
         unsafe { self.enqueue(dtype, mask_ratio) }
@@ -269,34 +286,22 @@ impl CudaSelector {
     /// unwritten until the enqueued work has run.
     unsafe fn enqueue(&mut self, dtype: DType, mask_ratio: f64) -> Result<()> {
         self.stream.context().bind_to_thread().map_err(cuda)?;
-        if self.bound != self.addresses {
-            for chunk in &mut self.chunks {
-                let tensor = chunk.tensor as usize;
-                let offset = chunk.first - self.table.offsets()[tensor];
-                chunk.d_data = self.addresses[tensor] + offset * dtype.size() as u64;
-            }
-            if !self.chunks.is_empty() {
-                self.stream
-                    .memcpy_htod(&self.chunks, &mut self.d_chunks)
-                    .map_err(cuda)?;
-            }
-            self.bound.copy_from_slice(&self.addresses);
-        } else if self.last_dtype.is_some_and(|d| d.size() != dtype.size()) {
-            // Same addresses, other element size: the chunk addresses must be recomputed.
-            self.bound.fill(0);
-            // SAFETY: same contract, passed through.
-            return unsafe { self.enqueue(dtype, mask_ratio) };
+        if self.bound != self.addresses || self.bound_size != dtype.size() {
+            self.upload_work_list(dtype.size())?;
         }
         self.last_dtype = Some(dtype);
 
         let raw_stream = self.stream.cu_stream();
-        let (mut d_chunks, mut d_groups, mut d_hist, mut d_step, mut d_cand) = (
-            self.d_chunks.device_ptr(&self.stream).0,
-            self.d_groups.device_ptr(&self.stream).0,
-            self.d_hist.device_ptr(&self.stream).0,
-            self.d_step.device_ptr(&self.stream).0,
-            self.d_cand.device_ptr(&self.stream).0,
-        );
+        let stream = &self.stream;
+        // The guards record, when dropped after the launches, that the kernels read the work list
+        // and wrote the rest, so cudarc orders other streams' users after them.
+        let (d_chunks, _read) = self.d_chunks.device_ptr(stream);
+        let (d_groups, _groups_written) = self.d_groups.device_ptr_mut(stream);
+        let (d_hist, _hist_written) = self.d_hist.device_ptr_mut(stream);
+        let (d_step, _step_written) = self.d_step.device_ptr_mut(stream);
+        let (d_cand, _cand_written) = self.d_cand.device_ptr_mut(stream);
+        let (mut d_chunks, mut d_groups, mut d_hist, mut d_step, mut d_cand) =
+            (d_chunks, d_groups, d_hist, d_step, d_cand);
         let (n_chunks, mut n_groups) = (self.chunks.len() as u32, self.map.n_groups() as u32);
         let (mut ratio, mut key_bits) = (mask_ratio, dtype.key_bits());
         let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
@@ -366,8 +371,31 @@ impl CudaSelector {
         Ok(())
     }
 
+    /// Writes the chunk addresses for the current `addresses` into the pinned staging buffer and
+    /// enqueues its upload. Waits only for the previous upload to have left the staging buffer.
+    fn upload_work_list(&mut self, elem_size: usize) -> Result<()> {
+        if !self.chunks.is_empty() {
+            let staging = self.h_chunks.as_mut_slice().map_err(cuda)?;
+            for (slot, chunk) in staging.iter_mut().zip(&self.chunks) {
+                let tensor = chunk.tensor as usize;
+                let offset = chunk.first - self.table.offsets()[tensor];
+                *slot = GmChunk {
+                    d_data: self.addresses[tensor] + offset * elem_size as u64,
+                    ..*chunk
+                };
+            }
+            self.stream
+                .memcpy_htod(&self.h_chunks, &mut self.d_chunks)
+                .map_err(cuda)?;
+        }
+        self.bound.copy_from_slice(&self.addresses);
+        self.bound_size = elem_size;
+        Ok(())
+    }
+
     /// Enqueues the copy of the per-group stats and step totals to pinned host memory.
     pub fn copy_stats_async(&mut self) -> Result<()> {
+        self.copied_dtype = self.last_dtype;
         self.stream
             .memcpy_dtoh(&self.d_groups, &mut self.h_groups)
             .map_err(cuda)?;
@@ -379,7 +407,7 @@ impl CudaSelector {
     /// Waits for the stream, then returns the last selection's stats as copied by
     /// `copy_stats_async` (call that first).
     pub fn stats(&mut self) -> Result<Selection> {
-        let dtype = self.last_dtype.ok_or(Error::InvalidConfig {
+        let dtype = self.copied_dtype.ok_or(Error::InvalidConfig {
             name: "stats before select",
             value: 0.0,
             expected: "call select and copy_stats_async first",
@@ -407,5 +435,12 @@ impl CudaSelector {
         };
         selection.finish_thresholds();
         Ok(selection)
+    }
+}
+
+impl Drop for CudaSelector {
+    fn drop(&mut self) {
+        // The module is unloaded right after: let the enqueued kernels finish first.
+        let _ = self.stream.synchronize();
     }
 }
