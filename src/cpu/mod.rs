@@ -1,6 +1,8 @@
 //! The CPU engine: exact selection with rayon. The oracle for the CUDA backend and the backend on
 //! machines without a GPU.
 
+mod pass1;
+mod passes;
 pub mod radix;
 mod select;
 mod shared;
