@@ -48,7 +48,7 @@ fn check<T: FromF32>(case: &Case) -> Result<(), TestCaseError> {
         .map(|(i, (&len, &d))| draw(d, len, (case.seed ^ 0x5eed) + i as u64))
         .collect();
     let earlier_views: Vec<&[T]> = earlier.iter().map(|g| &g[..]).collect();
-    let earlier_ratio = if case.seed % 3 == 0 {
+    let earlier_ratio = if case.seed.is_multiple_of(3) {
         1.0 - case.ratio
     } else {
         case.ratio
