@@ -16,3 +16,9 @@
 
 // Bytes per vector load (16: uint4).
 #define GM_VEC_BYTES 16
+
+// Blocks per group that stride over the group's compacted candidates in the last f32 digit.
+#define GM_CANDIDATE_BLOCKS 128
+
+// Candidate keys a block stages in shared memory before one global reservation (pass 2, f32).
+#define GM_BLOCK_CANDIDATES 2048

@@ -12,6 +12,7 @@
 //! - [`dtype`]: [`DType`] and [`GradElem`], the sign-less |g| keys of f32, bf16 and f16.
 //! - [`select`]: [`Selection`] and [`GroupStats`], the result of one selection.
 //! - [`cpu`]: [`CpuSelector`], the exact CPU engine (rayon).
+//! - [`cuda`]: [`cuda::CudaSelector`], the same selection in CUDA kernels over cudarc buffers.
 //! - [`tuning`]: radix digit widths and launch constants, mirrored from `kernels/tuning.cuh`.
 //! - [`error`]: [`Error`], the one error type.
 //! - `kernels/` (CUDA C++): `tuning.cuh`, `select.cu` (histogram and radix refinement kernels).
@@ -32,8 +33,13 @@
 //! # Ok::<(), gradmask::Error>(())
 //! ```
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod config;
 pub mod cpu;
+pub mod cuda;
 pub mod dtype;
 pub mod error;
 pub mod select;

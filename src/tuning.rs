@@ -12,6 +12,11 @@ pub const BLOCK_THREADS: u32 = 256;
 /// Bytes per vector load in the kernels.
 pub const VEC_BYTES: usize = 16;
 
+/// Blocks per group that stride over the group's compacted candidates in the last f32 digit.
+pub const CANDIDATE_BLOCKS: u32 = 128;
+/// Candidate keys a block stages in shared memory before one global reservation (pass 2, f32).
+pub const BLOCK_CANDIDATES: u32 = 2048;
+
 /// Entries per CPU work chunk (one rayon task, one private histogram). Large enough that the
 /// per-chunk histograms (16 KiB each) are small next to the data, small enough to balance 2-64 cores.
 pub const CPU_CHUNK_LEN: usize = 1 << 20;
@@ -66,6 +71,10 @@ mod tests {
         assert_eq!(header_value("GM_CHUNK_LEN"), GPU_CHUNK_LEN as u64);
         assert_eq!(header_value("GM_BLOCK_THREADS"), u64::from(BLOCK_THREADS));
         assert_eq!(header_value("GM_VEC_BYTES"), VEC_BYTES as u64);
+        assert_eq!(
+            header_value("GM_CANDIDATE_BLOCKS"),
+            u64::from(CANDIDATE_BLOCKS)
+        );
     }
 
     #[test]

@@ -38,6 +38,32 @@ fn check<T: FromF32>(case: &Case) -> Result<(), TestCaseError> {
         Some(cap) => CpuSelector::with_candidate_capacity(&table, case.scope, cap),
         None => CpuSelector::new(&table, case.scope),
     };
+    // A first call on other gradients (same distributions, other seed; sometimes another ratio)
+    // leaves the windows that speculation uses; the second call must be exact whether they hit.
+    let earlier: Vec<Vec<T>> = case
+        .lengths
+        .iter()
+        .zip(&case.dists)
+        .enumerate()
+        .map(|(i, (&len, &d))| draw(d, len, (case.seed ^ 0x5eed) + i as u64))
+        .collect();
+    let earlier_views: Vec<&[T]> = earlier.iter().map(|g| &g[..]).collect();
+    let earlier_ratio = if case.seed.is_multiple_of(3) {
+        1.0 - case.ratio
+    } else {
+        case.ratio
+    };
+    let first = selector
+        .select(&earlier_views, earlier_ratio)
+        .unwrap()
+        .clone();
+    let want_first = oracle(&table, case.scope, &earlier_views, earlier_ratio);
+    for (got, want) in first.groups.iter().zip(&want_first) {
+        prop_assert_eq!(
+            (got.threshold_key, got.kept),
+            (want.threshold_key, want.kept)
+        );
+    }
     let expected = oracle(&table, case.scope, &views, case.ratio);
     let got = selector.select(&views, case.ratio).unwrap();
     prop_assert_eq!(got.groups.len(), expected.len());
@@ -256,4 +282,124 @@ fn the_same_input_twice_gives_the_same_selection() {
     let first = selector.select(&[&a[..], &b[..]], 0.37).unwrap().clone();
     let second = selector.select(&[&a[..], &b[..]], 0.37).unwrap();
     assert_eq!(&first, second);
+}
+
+/// The bench's naive baseline must agree with the oracle, or its timings compare different work.
+#[test]
+fn naive_baseline_agrees_with_the_oracle() {
+    let lengths = [1usize, 3, 1000, 4097];
+    let table = TensorTable::per_tensor(&lengths).unwrap();
+    let grads: Vec<Vec<f32>> = lengths
+        .iter()
+        .map(|&n| draw(Dist::LogNormal, n, n as u64))
+        .collect();
+    let views: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+    for ratio in [0.0, 0.2, 0.99, 1.0] {
+        let want: Vec<u32> = oracle(&table, Scope::PerTensor, &views, ratio)
+            .iter()
+            .map(|e| e.threshold_key)
+            .collect();
+        assert_eq!(
+            common::naive_per_tensor_thresholds(&views, ratio, &mut Vec::new()),
+            want
+        );
+    }
+}
+
+/// Speculation: a second call on similar gradients reads them once (window hits), and the result
+/// equals the non-speculative one; a call whose bucket moved far misses and is still exact.
+#[test]
+fn speculation_hits_on_similar_steps_and_stays_exact() {
+    let lengths = [1_500_000usize, 300_000, 70_000, 4096];
+    let table = TensorTable::per_tensor(&lengths).unwrap();
+    let step = |seed: u64, scale: f32| -> Vec<Vec<f32>> {
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                draw::<f32>(Dist::LogNormal, n, seed + i as u64)
+                    .iter()
+                    .map(|x| x * scale)
+                    .collect()
+            })
+            .collect()
+    };
+    let mut fast = CpuSelector::new(&table, Scope::PerTensor);
+    let mut plain = CpuSelector::new(&table, Scope::PerTensor);
+    plain.set_speculation(false);
+    for (seed, scale, hits) in [
+        (1, 1.0, 0),
+        (2, 1.0, 3),
+        (3, 1.01, 3),
+        (4, 64.0, 0),
+        (5, 64.0, 3),
+    ] {
+        let grads = step(seed, scale);
+        let views: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+        let want = plain.select(&views, 0.2).unwrap().clone();
+        assert_eq!(plain.window_hits(), 0);
+        let got = fast.select(&views, 0.2).unwrap().clone();
+        assert_same_selection(&got, &want, &format!("seed {seed}"));
+        assert_eq!(
+            fast.window_hits(),
+            hits,
+            "seed {seed}: the 4096-entry tensor never speculates"
+        );
+    }
+}
+
+/// Buckets that move by 0 to 4 bins between calls: the window's edges must be exact.
+#[test]
+fn speculation_is_exact_at_the_window_edges() {
+    let lengths = [400_000usize, 250_000];
+    let table = TensorTable::per_tensor(&lengths).unwrap();
+    let base: Vec<Vec<f32>> = lengths
+        .iter()
+        .map(|&n| draw(Dist::LogNormal, n, n as u64))
+        .collect();
+    let mut plain = CpuSelector::new(&table, Scope::PerTensor);
+    plain.set_speculation(false);
+    let (mut hits, mut calls) = (0, 0);
+    for step in 0..40 {
+        let mut fast = CpuSelector::new(&table, Scope::PerTensor);
+        let base_views: Vec<&[f32]> = base.iter().map(|g| &g[..]).collect();
+        fast.select(&base_views, 0.3).unwrap();
+        let scale = 2f32.powf(step as f32 / 64.0); // up to 5/8 octave: 0 to ~10 bins away
+        let moved: Vec<Vec<f32>> = base
+            .iter()
+            .map(|g| g.iter().map(|x| x * scale).collect())
+            .collect();
+        let views: Vec<&[f32]> = moved.iter().map(|g| &g[..]).collect();
+        let want = plain.select(&views, 0.3).unwrap().clone();
+        assert_same_selection(
+            fast.select(&views, 0.3).unwrap(),
+            &want,
+            &format!("scale {scale}"),
+        );
+        hits += fast.window_hits();
+        calls += lengths.len();
+    }
+    assert!(
+        hits > 0 && hits < calls,
+        "the sweep must both hit and miss ({hits} of {calls})"
+    );
+}
+
+/// Integers bit for bit; sums of squares (summed in another order by the window pass) to 1e-12.
+fn assert_same_selection(got: &gradmask::Selection, want: &gradmask::Selection, what: &str) {
+    assert_eq!(got.groups.len(), want.groups.len(), "{what}");
+    for (a, b) in got.groups.iter().zip(&want.groups) {
+        assert_eq!(
+            (a.len, a.target, a.threshold_key, a.kept, a.non_finite),
+            (b.len, b.target, b.threshold_key, b.kept, b.non_finite),
+            "{what}"
+        );
+        assert!(
+            (a.sum_sq - b.sum_sq).abs() <= 1e-12 * b.sum_sq,
+            "{what}: {} vs {}",
+            a.sum_sq,
+            b.sum_sq
+        );
+    }
+    assert_eq!(got.non_finite, want.non_finite, "{what}");
 }

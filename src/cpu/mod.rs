@@ -1,7 +1,10 @@
 //! The CPU engine: exact selection with rayon. The oracle for the CUDA backend and the backend on
 //! machines without a GPU.
 
+mod pass1;
+mod passes;
 pub mod radix;
 mod select;
+mod shared;
 
 pub use select::CpuSelector;

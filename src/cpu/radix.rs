@@ -1,45 +1,7 @@
-//! The radix-select building blocks of the CPU engine: the pass-1 histogram, the bucket choice and
-//! the per-group refinement state machine. The CUDA kernels follow the same steps (DESIGN.md §2).
+//! The radix-select building blocks of the CPU engine: the bucket choice and the per-group
+//! refinement state machine (pass 1 itself is in `pass1.rs`). The CUDA kernels follow the same steps (DESIGN.md §2).
 
 use crate::tuning::REFINE_DIGIT_BITS;
-use crate::GradElem;
-
-/// Builds the first-digit histogram of `data` into `hist` (added to, not cleared) and returns the
-/// sum of g^2. `shift` is the first digit's shift for `T`.
-///
-/// Two interleaved sub-histograms break the store-to-load dependency when consecutive entries fall
-/// in the same bin, which is the common case for gradients (benches/NOTES.md).
-pub fn first_digit_histogram<T: GradElem>(
-    data: &[T],
-    shift: u32,
-    hist: &mut [u32],
-    spare: &mut [u32],
-) -> f64 {
-    let mask = hist.len() - 1;
-    debug_assert!(hist.len().is_power_of_two() && spare.len() == hist.len());
-    spare.fill(0);
-    let mut lanes = [0.0f64; 4];
-    let mut quads = data.chunks_exact(4);
-    for quad in &mut quads {
-        hist[(quad[0].key() >> shift) as usize & mask] += 1;
-        spare[(quad[1].key() >> shift) as usize & mask] += 1;
-        hist[(quad[2].key() >> shift) as usize & mask] += 1;
-        spare[(quad[3].key() >> shift) as usize & mask] += 1;
-        for (lane, x) in lanes.iter_mut().zip(quad) {
-            let f = f64::from(x.to_f32());
-            *lane += f * f;
-        }
-    }
-    for &x in quads.remainder() {
-        hist[(x.key() >> shift) as usize & mask] += 1;
-        let f = f64::from(x.to_f32());
-        lanes[0] += f * f;
-    }
-    for (h, s) in hist.iter_mut().zip(spare.iter()) {
-        *h += *s;
-    }
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
-}
 
 /// Index of the bin holding the `target`-th largest entry of `hist` (scanning from the top bin),
 /// and the count of entries in bins above it. `target` must be in 1..=sum(hist).
@@ -87,6 +49,8 @@ pub struct GroupState {
     pub cand_start: usize,
     pub cand_len: usize,
     pub has_candidates: bool,
+    /// The candidates are pass 1's window copy (not pass 2's compaction).
+    pub in_window: bool,
 }
 
 impl GroupState {
@@ -145,14 +109,16 @@ impl GroupState {
                     let (width, digit_shift) = self.next_digit();
                     let hist = &mut hist[..1 << width];
                     hist.fill(0);
+                    // Branch-free: a key outside the bucket adds 0 to some bin and is
+                    // overwritten by the next one kept.
                     let mut kept_len = 0;
                     for i in 0..len {
                         let key = keys[i];
-                        if self.in_bucket(key) {
-                            hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] += 1;
-                            keys[kept_len] = key;
-                            kept_len += 1;
-                        }
+                        let inside = self.in_bucket(key);
+                        hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] +=
+                            u32::from(inside);
+                        keys[kept_len] = key;
+                        kept_len += usize::from(inside);
                     }
                     len = kept_len;
                     self.descend(hist, digit_shift);
@@ -212,19 +178,5 @@ mod tests {
         assert_eq!(choose_bin(&hist, 5), (2, 2));
         assert_eq!(choose_bin(&hist, 6), (0, 5));
         assert_eq!(choose_bin(&hist, 10), (0, 5));
-    }
-
-    #[test]
-    fn histogram_counts_every_entry_once() {
-        let data: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 0.37).collect();
-        let mut hist = vec![0u32; 4096];
-        let mut spare = vec![0u32; 4096];
-        let sum_sq = first_digit_histogram(&data, 19, &mut hist, &mut spare);
-        assert_eq!(hist.iter().map(|&c| c as usize).sum::<usize>(), data.len());
-        let exact: f64 = data.iter().map(|&x| (x as f64) * (x as f64)).sum();
-        assert!((sum_sq - exact).abs() <= 1e-12 * exact);
-        for &x in &data {
-            assert!(hist[(x.key() >> 19) as usize] > 0);
-        }
     }
 }

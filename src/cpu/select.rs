@@ -2,50 +2,86 @@
 //!
 //! The steps mirror the GPU's (DESIGN.md §2):
 //! 1. Pass 1, parallel over chunks: a private 12-bit first-digit histogram per chunk and the sum of
-//!    g^2. Non-finite counts come free from the top bins of that histogram.
-//! 2. Per group: merge its chunks' histograms and choose the bucket holding the target-th largest key.
-//! 3. Pass 2, parallel over chunks: copy the keys that fall in their group's bucket into a compacted
-//!    candidate buffer. Each chunk's write offset is known exactly from its own histogram.
+//!    g^2; non-finite counts come free from the top bins. With speculation, a group whose previous
+//!    call chose first-digit bin b instead gets a *window* pass over bins b-1..=b+1: it counts the
+//!    keys above the window and copies out the keys inside it, which vectorizes (`pass1.rs`).
+//! 2. Per group: choose the bucket holding the target-th largest key, from the merged histogram, or
+//!    from the count above the window plus a histogram of the copied keys. When the bucket lies in
+//!    the window, the copied keys are the candidates; otherwise (a miss) the group's chunks are
+//!    histogrammed after all (a second read) and it goes on as without speculation.
+//! 3. Pass 2 (groups without candidates yet), parallel over chunks: copy the keys in their group's
+//!    bucket into a compacted candidate buffer; each chunk's offset is known from its histogram.
 //! 4. Per group: refine the remaining digits over its candidates, compacting them in place, with an
 //!    early exit when the bucket holds exactly the remaining target. A group whose bucket did not fit
 //!    the candidate buffer re-reads its gradients instead.
 //!
-//! All buffers are sized in `new`; `select` allocates nothing.
+//! Either way the first digit, the bucket and every later digit are those of the plain radix
+//! select, so the result is the same bit for bit. All buffers are sized in `new`; `select`
+//! allocates nothing.
 
-use rayon::prelude::*;
-
-use super::radix::{first_digit_histogram, GroupState, Stage};
-use crate::config::{kept_target, validate_ratio};
-use crate::select::{GroupStats, Selection, KEEP_NONE};
+use super::radix::{GroupState, Stage};
+use crate::config::validate_ratio;
+use crate::select::{GroupStats, Selection};
 use crate::table::{GroupMap, TensorTable};
-use crate::tuning::{CPU_CHUNK_LEN, FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
+use crate::tuning::{CPU_CHUNK_LEN, FIRST_DIGIT_BINS, FIRST_DIGIT_BITS};
 use crate::{DType, GradElem, Result, Scope};
+
+/// Groups smaller than this never speculate: a second read costs them less than the bookkeeping.
+pub(super) const SPECULATE_MIN_LEN: u64 = 1 << 16;
+/// First-digit bins on each side of the previous bucket that a window covers.
+pub(super) const WINDOW_HALF_WIDTH: u32 = 1;
 
 /// A run of at most `CPU_CHUNK_LEN` entries of one tensor.
 #[derive(Debug, Clone, Copy)]
-struct Chunk {
-    tensor: usize,
-    group: usize,
-    dense: bool,
-    start: usize,
-    len: usize,
+pub(super) struct Chunk {
+    pub tensor: usize,
+    pub group: usize,
+    pub dense: bool,
+    pub start: usize,
+    pub len: usize,
+    /// This chunk's range of the window buffer (non-dense chunks of speculating groups, laid out
+    /// in group order so that a group's ranges are contiguous).
+    pub window_start: usize,
+    pub window_cap: usize,
+}
+
+/// What pass 1 produced for one chunk.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ChunkCounts {
+    pub sum_sq: f64,
+    pub non_finite: u64,
+    /// Window pass only: keys above the window, and keys copied out (None: overflow).
+    pub above: u64,
+    pub written: Option<usize>,
+    /// Whether this chunk's histogram is valid for this call.
+    pub histogram: bool,
 }
 
 /// The CPU selection engine for one table and scope. Build once, call `select` every step.
 pub struct CpuSelector {
-    table: TensorTable,
-    map: GroupMap,
-    chunks: Vec<Chunk>,
-    /// Non-dense chunk ids, grouped by selection group; group g owns `group_chunks[group_chunk_off[g]..group_chunk_off[g+1]]`.
-    group_chunks: Vec<usize>,
-    group_chunk_off: Vec<usize>,
-    chunk_hist: Vec<u32>,
-    chunk_spare: Vec<u32>,
-    chunk_sum_sq: Vec<f64>,
-    chunk_cand_off: Vec<usize>,
-    states: Vec<GroupState>,
-    candidates: Vec<u32>,
-    selection: Selection,
+    pub(super) table: TensorTable,
+    pub(super) map: GroupMap,
+    pub(super) chunks: Vec<Chunk>,
+    /// Non-dense chunk ids, grouped by selection group: group g owns
+    /// `group_chunks[group_chunk_off[g]..group_chunk_off[g + 1]]`.
+    pub(super) group_chunks: Vec<usize>,
+    pub(super) group_chunk_off: Vec<usize>,
+    pub(super) chunk_hist: Vec<u32>,
+    pub(super) chunk_spare: Vec<u32>,
+    pub(super) chunk_counts: Vec<ChunkCounts>,
+    pub(super) chunk_cand_off: Vec<usize>,
+    pub(super) states: Vec<GroupState>,
+    /// Each group's window for this call: first-digit bins (lo, hi).
+    pub(super) windows: Vec<Option<(u32, u32)>>,
+    /// Groups whose window missed: pass 1 histograms them after all.
+    pub(super) missed: Vec<bool>,
+    /// Each group's first-digit bucket in the previous call, for the dtype in `previous_dtype`.
+    pub(super) previous_bin: Vec<Option<u32>>,
+    pub(super) previous_dtype: Option<DType>,
+    pub(super) speculate: bool,
+    pub(super) window_keys: Vec<u32>,
+    pub(super) candidates: Vec<u32>,
+    pub(super) selection: Selection,
 }
 
 impl CpuSelector {
@@ -64,12 +100,15 @@ impl CpuSelector {
         for (tensor, &len) in table.lengths().iter().enumerate() {
             let (group, dense) = (map.group_of[tensor] as usize, table.dense()[tensor]);
             for start in (0..len).step_by(CPU_CHUNK_LEN) {
+                let len = CPU_CHUNK_LEN.min(len - start);
                 chunks.push(Chunk {
                     tensor,
                     group,
                     dense,
                     start,
-                    len: CPU_CHUNK_LEN.min(len - start),
+                    len,
+                    window_start: 0,
+                    window_cap: 0,
                 });
             }
         }
@@ -86,6 +125,16 @@ impl CpuSelector {
             group_chunks[cursor[chunk.group]] = id;
             cursor[chunk.group] += 1;
         }
+        // A window holds up to 1/16 of its chunk (plus slack for one vector block); more is a miss.
+        let mut window_total = 0;
+        for &id in &group_chunks {
+            let chunk = &mut chunks[id];
+            if map.group_len[chunk.group] >= SPECULATE_MIN_LEN {
+                chunk.window_start = window_total;
+                chunk.window_cap = chunk.len / 16 + 64;
+                window_total += chunk.window_cap;
+            }
+        }
         let n = chunks.len();
         CpuSelector {
             table: table.clone(),
@@ -94,9 +143,15 @@ impl CpuSelector {
             group_chunk_off,
             chunk_hist: vec![0; n * FIRST_DIGIT_BINS],
             chunk_spare: vec![0; n * FIRST_DIGIT_BINS],
-            chunk_sum_sq: vec![0.0; n],
+            chunk_counts: vec![ChunkCounts::default(); n],
             chunk_cand_off: vec![usize::MAX; n],
             states: vec![GroupState::default(); map.n_groups()],
+            windows: vec![None; map.n_groups()],
+            missed: vec![false; map.n_groups()],
+            previous_bin: vec![None; map.n_groups()],
+            previous_dtype: None,
+            speculate: true,
+            window_keys: vec![0; window_total],
             candidates: vec![0; capacity],
             selection: Selection {
                 dtype: DType::F32,
@@ -107,6 +162,17 @@ impl CpuSelector {
             },
             map,
         }
+    }
+
+    /// Turns speculation (one read of g when a group's bucket stays within a bin of the previous
+    /// call's) on or off. On by default; results are identical either way.
+    pub fn set_speculation(&mut self, on: bool) {
+        self.speculate = on;
+    }
+
+    /// Groups of the last call whose bucket fell inside their window, so pass 1 was the only read.
+    pub fn window_hits(&self) -> usize {
+        self.states.iter().filter(|s| s.in_window).count()
     }
 
     /// The table this selector was built for.
@@ -132,88 +198,20 @@ impl CpuSelector {
         self.table
             .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
         let shift = T::DTYPE.key_bits() - FIRST_DIGIT_BITS;
-        let non_finite_bin = (T::DTYPE.non_finite_key() >> shift) as usize;
-
-        // Pass 1: private histograms and sums of squares per chunk.
-        let chunks = &self.chunks;
-        self.chunk_hist
-            .par_chunks_mut(FIRST_DIGIT_BINS)
-            .zip(self.chunk_spare.par_chunks_mut(FIRST_DIGIT_BINS))
-            .zip(self.chunk_sum_sq.par_iter_mut())
-            .enumerate()
-            .for_each(|(id, ((hist, spare), sum_sq))| {
-                let chunk = chunks[id];
-                hist.fill(0);
-                *sum_sq = first_digit_histogram(
-                    &grads[chunk.tensor][chunk.start..][..chunk.len],
-                    shift,
-                    hist,
-                    spare,
-                );
-            });
-
-        // Step totals, dense tensors included.
-        self.selection.dtype = T::DTYPE;
-        self.selection.sum_sq = self.chunk_sum_sq.iter().sum();
-        self.selection.non_finite = self
-            .chunk_hist
-            .chunks(FIRST_DIGIT_BINS)
-            .map(|hist| {
-                hist[non_finite_bin..]
-                    .iter()
-                    .map(|&c| u64::from(c))
-                    .sum::<u64>()
-            })
-            .sum();
-
-        // Per group: merge, stats, first bucket.
-        let (hists, sums) = (&self.chunk_hist, &self.chunk_sum_sq);
-        let (group_chunks, offs, lens) = (
-            &self.group_chunks,
-            &self.group_chunk_off,
-            &self.map.group_len,
-        );
-        self.states
-            .par_iter_mut()
-            .zip(self.selection.groups.par_iter_mut())
-            .enumerate()
-            .for_each(|(g, (state, stats))| {
-                let mine = &group_chunks[offs[g]..offs[g + 1]];
-                let mut merged = [0u64; FIRST_DIGIT_BINS];
-                for &c in mine {
-                    for (m, &h) in merged
-                        .iter_mut()
-                        .zip(&hists[c * FIRST_DIGIT_BINS..][..FIRST_DIGIT_BINS])
-                    {
-                        *m += u64::from(h);
-                    }
-                }
-                let target = kept_target(lens[g], mask_ratio);
-                *stats = GroupStats {
-                    len: lens[g],
-                    target,
-                    sum_sq: mine.iter().map(|&c| sums[c]).sum(),
-                    non_finite: merged[non_finite_bin..].iter().sum(),
-                    ..GroupStats::default()
-                };
-                *state = GroupState {
-                    target,
-                    shift: shift + FIRST_DIGIT_BITS,
-                    ..GroupState::default()
-                };
-                if target == 0 {
-                    state.finish(KEEP_NONE, 0);
-                } else if mask_ratio == 0.0 {
-                    state.finish(0, lens[g]);
-                } else {
-                    state.descend(&merged, shift);
-                }
-            });
-
+        self.plan_windows(T::DTYPE);
+        self.first_pass(grads, shift, false);
+        self.choose_first_buckets(mask_ratio, shift, false);
+        if self.missed.iter().any(|&m| m) {
+            self.first_pass(grads, shift, true);
+            self.choose_first_buckets(mask_ratio, shift, true);
+        }
         self.assign_candidates();
         self.compact_candidates(grads);
         self.refine(grads);
 
+        self.selection.dtype = T::DTYPE;
+        self.selection.sum_sq = self.chunk_counts.iter().map(|c| c.sum_sq).sum();
+        self.selection.non_finite = self.chunk_counts.iter().map(|c| c.non_finite).sum();
         for (state, stats) in self.states.iter().zip(&mut self.selection.groups) {
             debug_assert_eq!(state.stage, Stage::Done);
             stats.threshold_key = state.threshold_key;
@@ -223,108 +221,23 @@ impl CpuSelector {
         Ok(&self.selection)
     }
 
-    /// Gives each unfinished group whose bucket fits a range of the candidate buffer, and each of its
-    /// chunks the exact offset where its bucket's keys go.
-    fn assign_candidates(&mut self) {
-        let mut cursor = 0usize;
-        self.chunk_cand_off.fill(usize::MAX);
-        for (g, state) in self.states.iter_mut().enumerate() {
-            state.has_candidates = state.stage != Stage::Done
-                && cursor + state.bucket as usize <= self.candidates.len();
-            if !state.has_candidates {
-                continue;
-            }
-            state.cand_start = cursor;
-            state.cand_len = state.bucket as usize;
-            for &c in &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]] {
-                self.chunk_cand_off[c] = cursor;
-                cursor += self.chunk_hist[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
-            }
+    /// Each group's window for this call, from its previous bucket of the same dtype.
+    fn plan_windows(&mut self, dtype: DType) {
+        if self.previous_dtype != Some(dtype) {
+            self.previous_bin.fill(None);
+            self.previous_dtype = Some(dtype);
         }
-    }
-
-    /// Pass 2: each chunk copies the keys in its group's bucket to its range of the candidates.
-    fn compact_candidates<T: GradElem>(&mut self, grads: &[&[T]]) {
-        let out = SharedSlice(self.candidates.as_mut_ptr(), self.candidates.len());
-        let (chunks, states, offsets) = (&self.chunks, &self.states, &self.chunk_cand_off);
-        (0..chunks.len())
-            .into_par_iter()
-            .filter(|&c| offsets[c] != usize::MAX)
-            .for_each(|c| {
-                let chunk = chunks[c];
-                let state = &states[chunk.group];
-                let mut at = offsets[c];
-                for &x in &grads[chunk.tensor][chunk.start..][..chunk.len] {
-                    let key = x.key();
-                    if state.in_bucket(key) {
-                        // SAFETY: `assign_candidates` gave this chunk the range [offset, offset + count)
-                        // where count is its histogram's bucket count over these same entries, and the
-                        // ranges of all chunks are disjoint and inside the buffer.
-                        unsafe { out.write(at, key) };
-                        at += 1;
-                    }
+        self.missed.fill(false);
+        for (g, window) in self.windows.iter_mut().enumerate() {
+            *window = match self.previous_bin[g] {
+                Some(bin) if self.speculate && self.map.group_len[g] >= SPECULATE_MIN_LEN => {
+                    Some((
+                        bin.saturating_sub(WINDOW_HALF_WIDTH),
+                        (bin + WINDOW_HALF_WIDTH).min(FIRST_DIGIT_BINS as u32 - 1),
+                    ))
                 }
-            });
-    }
-
-    /// Runs the remaining digits of every unfinished group.
-    fn refine<T: GradElem>(&mut self, grads: &[&[T]]) {
-        let cands = SharedSlice(self.candidates.as_mut_ptr(), self.candidates.len());
-        let (chunks, group_chunks, offs) =
-            (&self.chunks, &self.group_chunks, &self.group_chunk_off);
-        self.states
-            .par_iter_mut()
-            .enumerate()
-            .filter(|(_, s)| s.stage != Stage::Done)
-            .for_each(|(g, state)| {
-                let mut hist = [0u32; 1 << REFINE_DIGIT_BITS];
-                if state.has_candidates {
-                    // SAFETY: groups were given disjoint candidate ranges inside the buffer, and each
-                    // group is refined by exactly one task.
-                    let keys = unsafe { cands.slice_mut(state.cand_start, state.cand_len) };
-                    state.refine_slice(keys, &mut hist);
-                } else {
-                    let mine = &group_chunks[offs[g]..offs[g + 1]];
-                    state.refine_stream(
-                        |f| {
-                            for &c in mine {
-                                let chunk = chunks[c];
-                                grads[chunk.tensor][chunk.start..][..chunk.len]
-                                    .iter()
-                                    .for_each(|x| f(x.key()));
-                            }
-                        },
-                        &mut hist,
-                    );
-                }
-            });
-    }
-}
-
-/// A buffer that parallel tasks write at disjoint positions.
-#[derive(Clone, Copy)]
-struct SharedSlice(*mut u32, usize);
-
-// SAFETY: every user writes disjoint ranges (see the call sites), so sharing the pointer is sound.
-unsafe impl Send for SharedSlice {}
-// SAFETY: as above.
-unsafe impl Sync for SharedSlice {}
-
-impl SharedSlice {
-    /// # Safety
-    /// `at < len`, and no other task reads or writes position `at` concurrently.
-    unsafe fn write(&self, at: usize, value: u32) {
-        assert!(at < self.1);
-        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
-        unsafe { self.0.add(at).write(value) };
-    }
-
-    /// # Safety
-    /// `start + len <= self.1`, and no other task touches that range while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [u32] {
-        assert!(start + len <= self.1);
-        // SAFETY: in bounds (checked above); exclusive per the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+                _ => None,
+            };
+        }
     }
 }

@@ -218,3 +218,81 @@ pub fn dtype_name(dtype: DType) -> &'static str {
         DType::F16 => "f16",
     }
 }
+
+/// The obvious per-tensor selection, the baseline of `cargo bench --bench select`: copy |g| of each
+/// tensor, then `select_nth_unstable` for the target-th largest. Returns each tensor's threshold
+/// key (as the oracle defines it).
+pub fn naive_per_tensor_thresholds<T: GradElem>(
+    grads: &[&[T]],
+    mask_ratio: f64,
+    scratch: &mut Vec<u32>,
+) -> Vec<u32> {
+    grads
+        .iter()
+        .map(|grad| {
+            let len = grad.len() as u64;
+            let target = len - ((mask_ratio * len as f64).floor() as u64).min(len);
+            if target == 0 {
+                return KEEP_NONE;
+            }
+            if mask_ratio == 0.0 {
+                return 0;
+            }
+            scratch.clear();
+            scratch.extend(grad.iter().map(|x| x.key()));
+            let at = (len - target) as usize; // ascending position of the target-th largest
+            *scratch.select_nth_unstable(at).1
+        })
+        .collect()
+}
+
+/// Seeded log-normal gradients (realistic LLM magnitudes, random sign) for every shape, generated
+/// in parallel.
+pub fn llama_gradients(shapes: &[(String, usize)], seed: u64) -> Vec<Vec<f32>> {
+    use rayon::prelude::*;
+    shapes
+        .par_iter()
+        .enumerate()
+        .map(|(i, (_, len))| {
+            draw_f32(
+                Dist::LogNormal,
+                *len,
+                seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            )
+        })
+        .collect()
+}
+
+/// A 32-bit integer mix (the murmur3 finalizer on a golden-ratio multiple), written so that
+/// `scripts/peers/torch_select.py` reproduces it with int64 tensor arithmetic.
+pub fn mix32(x: u64) -> u32 {
+    let mut h = (x.wrapping_mul(0x9E37_79B1) & 0xFFFF_FFFF) as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+/// Gradients that any peer can regenerate bit for bit: entry `i` of the whole set (global index)
+/// has exponent `100 + mix32(2i) % 40` (40 octaves, about 1e-8 to 1e4), mantissa `mix32(2i+1)`'s
+/// low 23 bits and sign its top bit.
+pub fn hash_gradients(lengths: &[usize]) -> Vec<Vec<f32>> {
+    use rayon::prelude::*;
+    let mut offsets = vec![0u64];
+    for &n in lengths {
+        offsets.push(offsets.last().unwrap() + n as u64);
+    }
+    lengths
+        .par_iter()
+        .zip(offsets.par_iter())
+        .map(|(&n, &offset)| {
+            (offset..offset + n as u64)
+                .map(|i| {
+                    let (a, b) = (mix32(2 * i), mix32(2 * i + 1));
+                    f32::from_bits((b & 0x8000_0000) | ((100 + a % 40) << 23) | (b & 0x007F_FFFF))
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,347 @@
+//! The two forms of pass 1, the only full read of the gradients on the CPU when speculation hits.
+//!
+//! - [`first_digit_histogram`]: the 12-bit first-digit histogram of a chunk (plus sum of g^2).
+//! - [`window_pass`]: for a group whose bucket is expected within a window of first-digit bins
+//!   (where the previous call found it), counts the keys above the window and copies out the keys
+//!   inside it; no histogram. Counting vectorizes, so this runs near memory bandwidth.
+//!
+//! Both are compiled twice on x86-64, for the baseline target and for AVX2+FMA, and pick the second
+//! at run time when the CPU has it.
+
+use crate::GradElem;
+
+/// Entries per block of the histogram loop: keys are computed with vector code for a block, then
+/// histogrammed from L1.
+const BLOCK: usize = 512;
+/// Entries per step of the window loop (one vector iteration's worth of lanes).
+const LANES: usize = 16;
+
+/// A range of keys `[lo, lo + span]`: the keys of a run of first-digit bins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyWindow {
+    pub lo: u32,
+    pub span: u32,
+}
+
+impl KeyWindow {
+    /// The keys of first-digit bins `lo_bin..=hi_bin` for a digit at `shift`.
+    pub fn from_bins(lo_bin: u32, hi_bin: u32, shift: u32) -> Self {
+        KeyWindow {
+            lo: lo_bin << shift,
+            span: ((hi_bin - lo_bin + 1) << shift) - 1,
+        }
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, key: u32) -> bool {
+        key.wrapping_sub(self.lo) <= self.span
+    }
+}
+
+/// What a chunk's window pass found.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowCounts {
+    pub sum_sq: f64,
+    /// Keys above the window.
+    pub above: u64,
+    pub non_finite: u64,
+    /// Keys copied out; None when `out` filled up (then the other counts are incomplete).
+    pub written: Option<usize>,
+}
+
+/// Builds the first-digit histogram of `data` into `hist` (added to, not cleared) and returns the
+/// sum of g^2. `shift` is the first digit's shift for `T`. Two interleaved sub-histograms (`spare`
+/// is the second) break the store-to-load dependency when consecutive entries share a bin.
+pub fn first_digit_histogram<T: GradElem>(
+    data: &[T],
+    shift: u32,
+    hist: &mut [u32],
+    spare: &mut [u32],
+) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { histogram_avx2(data, shift, hist, spare) };
+    }
+    histogram_body(data, shift, hist, spare)
+}
+
+/// Counts and copies out `data`'s keys against `window` (see the module doc); `out` receives the
+/// keys inside it.
+pub fn window_pass<T: GradElem>(
+    data: &[T],
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> WindowCounts {
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == crate::DType::F32 && std::is_x86_feature_detected!("avx512f") {
+        let data: &[f32] = bytemuck::cast_slice(data);
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { window_f32_avx512(data, window, non_finite_key, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { window_avx2(data, window, non_finite_key, out) };
+    }
+    window_body(data, window, non_finite_key, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn histogram_avx2<T: GradElem>(
+    data: &[T],
+    shift: u32,
+    hist: &mut [u32],
+    spare: &mut [u32],
+) -> f64 {
+    histogram_body(data, shift, hist, spare)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn window_avx2<T: GradElem>(
+    data: &[T],
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> WindowCounts {
+    window_body(data, window, non_finite_key, out)
+}
+
+/// The window pass for f32 with AVX-512: counts from comparison masks, and the keys inside the
+/// window packed with a register compress and one full-width store (never a compress-to-memory,
+/// which is slow on some cores).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn window_f32_avx512(
+    data: &[f32],
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> WindowCounts {
+    use std::arch::x86_64::*;
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    let lo = _mm512_set1_epi32(window.lo as i32);
+    let span = _mm512_set1_epi32(window.span as i32);
+    let top = _mm512_set1_epi32(window.lo.wrapping_add(window.span) as i32);
+    let non_finite_at = _mm512_set1_epi32(non_finite_key as i32);
+    let (mut above, mut non_finite, mut written) = (0u64, 0u64, 0usize);
+    let (mut sq_low, mut sq_high) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let mut blocks = data.chunks_exact(LANES);
+    for block in &mut blocks {
+        if written + LANES > out.len() {
+            return WindowCounts {
+                written: None,
+                ..WindowCounts::default()
+            };
+        }
+        // SAFETY: `block` holds 16 f32 (64 bytes) and `out[written..written + 16]` is in bounds
+        // (checked above); unaligned loads and stores are used throughout.
+        unsafe {
+            let keys = _mm512_and_si512(_mm512_loadu_si512(block.as_ptr().cast()), abs_mask);
+            above += u64::from(_mm512_cmpgt_epu32_mask(keys, top).count_ones());
+            non_finite += u64::from(_mm512_cmpge_epu32_mask(keys, non_finite_at).count_ones());
+            let inside = _mm512_cmple_epu32_mask(_mm512_sub_epi32(keys, lo), span);
+            _mm512_storeu_si512(
+                out.as_mut_ptr().add(written).cast(),
+                _mm512_maskz_compress_epi32(inside, keys),
+            );
+            written += inside.count_ones() as usize;
+            let low = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr()));
+            let high = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr().add(8)));
+            sq_low = _mm512_fmadd_pd(low, low, sq_low);
+            sq_high = _mm512_fmadd_pd(high, high, sq_high);
+        }
+    }
+    let mut counts = WindowCounts {
+        sum_sq: _mm512_reduce_add_pd(sq_low) + _mm512_reduce_add_pd(sq_high),
+        above,
+        non_finite,
+        written: Some(written),
+    };
+    let tail = window_body(
+        blocks.remainder(),
+        window,
+        non_finite_key,
+        &mut out[written..],
+    );
+    let Some(tail_written) = tail.written else {
+        return WindowCounts {
+            written: None,
+            ..WindowCounts::default()
+        };
+    };
+    counts.sum_sq += tail.sum_sq;
+    counts.above += tail.above;
+    counts.non_finite += tail.non_finite;
+    counts.written = Some(written + tail_written);
+    counts
+}
+
+#[inline(always)]
+fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: &mut [u32]) -> f64 {
+    let mask = hist.len() - 1;
+    debug_assert!(hist.len().is_power_of_two() && spare.len() == hist.len());
+    spare.fill(0);
+    let mut lanes = [0.0f64; 8];
+    let mut keys = [0u32; BLOCK];
+    for block in data.chunks(BLOCK) {
+        let keys = &mut keys[..block.len()];
+        for (key, x) in keys.iter_mut().zip(block) {
+            *key = x.key();
+        }
+        let mut eights = block.chunks_exact(8);
+        for eight in &mut eights {
+            for (lane, x) in lanes.iter_mut().zip(eight) {
+                let f = f64::from(x.to_f32());
+                *lane += f * f;
+            }
+        }
+        for x in eights.remainder() {
+            let f = f64::from(x.to_f32());
+            lanes[0] += f * f;
+        }
+        let mut pairs = keys.chunks_exact(2);
+        for pair in &mut pairs {
+            hist[(pair[0] >> shift) as usize & mask] += 1;
+            spare[(pair[1] >> shift) as usize & mask] += 1;
+        }
+        for &key in pairs.remainder() {
+            hist[(key >> shift) as usize & mask] += 1;
+        }
+    }
+    for (h, s) in hist.iter_mut().zip(spare.iter()) {
+        *h += *s;
+    }
+    lanes.chunks(2).map(|pair| pair[0] + pair[1]).sum()
+}
+
+#[inline(always)]
+fn window_body<T: GradElem>(
+    data: &[T],
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> WindowCounts {
+    let above_key = window.lo.wrapping_add(window.span); // keys > this are above the window
+    let mut above = [0u32; LANES];
+    let mut non_finite = [0u32; LANES];
+    let mut sum_sq = [0.0f64; LANES];
+    let mut written = 0usize;
+    let mut blocks = data.chunks_exact(LANES);
+    for block in &mut blocks {
+        let mut keys = [0u32; LANES];
+        let mut hits = 0u32;
+        for j in 0..LANES {
+            let key = block[j].key();
+            keys[j] = key;
+            above[j] += u32::from(key > above_key);
+            non_finite[j] += u32::from(key >= non_finite_key);
+            hits |= u32::from(window.contains(key));
+            let f = f64::from(block[j].to_f32());
+            sum_sq[j] += f * f;
+        }
+        if hits != 0 {
+            let Some(slots) = out.get_mut(written..written + LANES) else {
+                return WindowCounts {
+                    written: None,
+                    ..WindowCounts::default()
+                };
+            };
+            let mut n = 0;
+            for &key in &keys {
+                slots[n] = key;
+                n += usize::from(window.contains(key));
+            }
+            written += n;
+        }
+    }
+    let mut counts = WindowCounts {
+        sum_sq: sum_sq.iter().sum(),
+        above: above.iter().map(|&c| u64::from(c)).sum(),
+        non_finite: non_finite.iter().map(|&c| u64::from(c)).sum(),
+        written: Some(written),
+    };
+    for x in blocks.remainder() {
+        let key = x.key();
+        counts.above += u64::from(key > above_key);
+        counts.non_finite += u64::from(key >= non_finite_key);
+        let f = f64::from(x.to_f32());
+        counts.sum_sq += f * f;
+        if window.contains(key) {
+            let Some(slot) = out.get_mut(written) else {
+                return WindowCounts {
+                    written: None,
+                    ..WindowCounts::default()
+                };
+            };
+            *slot = key;
+            written += 1;
+        }
+    }
+    counts.written = Some(written);
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_counts_every_entry_once() {
+        let data: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 0.37).collect();
+        let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
+        let sum_sq = first_digit_histogram(&data, 19, &mut hist, &mut spare);
+        assert_eq!(hist.iter().map(|&c| c as usize).sum::<usize>(), data.len());
+        let exact: f64 = data.iter().map(|&x| (x as f64) * (x as f64)).sum();
+        assert!((sum_sq - exact).abs() <= 1e-12 * exact);
+        for &x in &data {
+            assert!(hist[(x.key() >> 19) as usize] > 0);
+        }
+    }
+
+    #[test]
+    fn the_window_counts_and_copies_exactly_its_keys() {
+        for len in [0usize, 1, 15, 16, 17, 3001] {
+            let mut data: Vec<f32> = (0..len).map(|i| (i as f32 - 1500.0) * 0.01).collect();
+            if len > 3 {
+                data[3] = f32::NAN;
+            }
+            let (lo_bin, hi_bin) = (0.5f32.key() >> 19, (0.5f32.key() >> 19) + 20);
+            let window = KeyWindow::from_bins(lo_bin, hi_bin, 19);
+            let mut out = vec![0u32; len + LANES];
+            let counts = window_pass(&data, window, f32::INFINITY.key(), &mut out);
+            // The portable body must agree with whichever path window_pass took on this CPU.
+            let mut portable_out = vec![0u32; len + LANES];
+            let portable = window_body(&data, window, f32::INFINITY.key(), &mut portable_out);
+            assert_eq!(
+                (portable.above, portable.non_finite, portable.written),
+                (counts.above, counts.non_finite, counts.written)
+            );
+            assert!(
+                portable.sum_sq.is_nan() && counts.sum_sq.is_nan()
+                    || (portable.sum_sq - counts.sum_sq).abs() <= 1e-12 * counts.sum_sq
+            );
+            let inside: Vec<u32> = data
+                .iter()
+                .map(|x| x.key())
+                .filter(|k| (k >> 19) >= lo_bin && (k >> 19) <= hi_bin)
+                .collect();
+            assert_eq!(counts.written, Some(inside.len()), "len {len}");
+            assert_eq!(&out[..inside.len()], &inside[..]);
+            assert_eq!(
+                counts.above,
+                data.iter().filter(|x| (x.key() >> 19) > hi_bin).count() as u64
+            );
+            assert_eq!(counts.non_finite, u64::from(len > 3));
+        }
+        let data = vec![0.6f32; 100];
+        let window = KeyWindow::from_bins(0.5f32.key() >> 19, (0.5f32.key() >> 19) + 20, 19);
+        assert_eq!(
+            window_pass(&data, window, f32::INFINITY.key(), &mut [0u32; 50]).written,
+            None
+        );
+    }
+}

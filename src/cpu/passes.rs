@@ -1,0 +1,261 @@
+//! The passes of `CpuSelector::select`, in the order it runs them (see `select.rs` for the plan).
+
+use rayon::prelude::*;
+
+use super::pass1::{first_digit_histogram, window_pass, KeyWindow};
+use super::radix::{GroupState, Stage};
+use super::select::{ChunkCounts, CpuSelector};
+use super::shared::SharedSlice;
+use crate::config::kept_target;
+use crate::select::{GroupStats, KEEP_NONE};
+use crate::tuning::{FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
+use crate::GradElem;
+
+impl CpuSelector {
+    /// Pass 1 over every chunk (window pass or histogram), or, with `recount`, the histogram of
+    /// the chunks of the groups whose window missed.
+    pub(super) fn first_pass<T: GradElem>(&mut self, grads: &[&[T]], shift: u32, recount: bool) {
+        let (chunks, windows, missed) = (&self.chunks, &self.windows, &self.missed);
+        let non_finite_key = T::DTYPE.non_finite_key();
+        let non_finite_bin = (non_finite_key >> shift) as usize;
+        let window_keys = SharedSlice::new(&mut self.window_keys);
+        self.chunk_hist
+            .par_chunks_mut(FIRST_DIGIT_BINS)
+            .zip(self.chunk_spare.par_chunks_mut(FIRST_DIGIT_BINS))
+            .zip(self.chunk_counts.par_iter_mut())
+            .enumerate()
+            .for_each(|(id, ((hist, spare), counts))| {
+                let chunk = chunks[id];
+                if recount && (chunk.dense || !missed[chunk.group]) {
+                    return;
+                }
+                let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
+                let window = windows[chunk.group].filter(|_| !chunk.dense && !recount);
+                if let Some((lo, hi)) = window {
+                    // SAFETY: chunks own disjoint ranges of the window buffer (laid out in `new`),
+                    // and each chunk is handled by exactly one task.
+                    let out =
+                        unsafe { window_keys.slice_mut(chunk.window_start, chunk.window_cap) };
+                    let found = window_pass(
+                        data,
+                        KeyWindow::from_bins(lo, hi, shift),
+                        non_finite_key,
+                        out,
+                    );
+                    *counts = ChunkCounts {
+                        sum_sq: found.sum_sq,
+                        non_finite: found.non_finite,
+                        above: found.above,
+                        written: found.written,
+                        histogram: false,
+                    };
+                } else {
+                    hist.fill(0);
+                    let sum_sq = first_digit_histogram(data, shift, hist, spare);
+                    let non_finite = hist[non_finite_bin..].iter().map(|&c| u64::from(c)).sum();
+                    *counts = ChunkCounts {
+                        sum_sq,
+                        non_finite,
+                        histogram: true,
+                        ..ChunkCounts::default()
+                    };
+                }
+            });
+    }
+
+    /// Per group: stats and the first bucket, from the merged histogram or from the window; a
+    /// window that missed marks its group for a recount. With `recount`, only those groups.
+    pub(super) fn choose_first_buckets(&mut self, mask_ratio: f64, shift: u32, recount: bool) {
+        let (hists, counts, chunks) = (&self.chunk_hist, &self.chunk_counts, &self.chunks);
+        let (group_chunks, offs, lens) = (
+            &self.group_chunks,
+            &self.group_chunk_off,
+            &self.map.group_len,
+        );
+        let windows = &self.windows;
+        let window_keys = SharedSlice::new(&mut self.window_keys);
+        self.states
+            .par_iter_mut()
+            .zip(self.selection.groups.par_iter_mut())
+            .zip(
+                self.previous_bin
+                    .par_iter_mut()
+                    .zip(self.missed.par_iter_mut()),
+            )
+            .enumerate()
+            .for_each(|(g, ((state, stats), (previous, missed)))| {
+                if recount && !*missed {
+                    return;
+                }
+                let mine = &group_chunks[offs[g]..offs[g + 1]];
+                let target = kept_target(lens[g], mask_ratio);
+                *stats = GroupStats {
+                    len: lens[g],
+                    target,
+                    sum_sq: mine.iter().map(|&c| counts[c].sum_sq).sum(),
+                    non_finite: mine.iter().map(|&c| counts[c].non_finite).sum(),
+                    ..GroupStats::default()
+                };
+                *state = GroupState {
+                    target,
+                    shift: shift + FIRST_DIGIT_BITS,
+                    ..GroupState::default()
+                };
+                *missed = false;
+                if target == 0 {
+                    return state.finish(KEEP_NONE, 0);
+                }
+                if mask_ratio == 0.0 {
+                    return state.finish(0, lens[g]);
+                }
+                let mut merged = [0u64; FIRST_DIGIT_BINS];
+                if mine.iter().all(|&c| counts[c].histogram) {
+                    for &c in mine {
+                        for (m, &h) in merged
+                            .iter_mut()
+                            .zip(&hists[c * FIRST_DIGIT_BINS..][..FIRST_DIGIT_BINS])
+                        {
+                            *m += u64::from(h);
+                        }
+                    }
+                    state.descend(&merged, shift);
+                    *previous = Some(state.prefix);
+                    return;
+                }
+                // Window pass: a hit needs every chunk's copy and the target inside the window.
+                let (Some((_, hi)), true) = (
+                    windows[g],
+                    mine.iter().all(|&c| counts[c].written.is_some()),
+                ) else {
+                    *missed = true;
+                    return;
+                };
+                let first = chunks[mine[0]].window_start;
+                let last = &chunks[mine[mine.len() - 1]];
+                // SAFETY: the group's chunks own [first, last.window_start + last.window_cap) of the
+                // window buffer, and each group is handled by exactly one task.
+                let keys = unsafe {
+                    window_keys.slice_mut(first, last.window_start + last.window_cap - first)
+                };
+                let mut n = 0;
+                for &c in mine {
+                    let (start, len) = (
+                        chunks[c].window_start - first,
+                        counts[c].written.unwrap_or(0),
+                    );
+                    keys.copy_within(start..start + len, n);
+                    n += len;
+                }
+                let above: u64 = mine.iter().map(|&c| counts[c].above).sum();
+                if above >= target || target > above + n as u64 {
+                    *missed = true;
+                    return;
+                }
+                if (hi as usize) + 1 < FIRST_DIGIT_BINS {
+                    merged[hi as usize + 1] = above;
+                }
+                for &key in &keys[..n] {
+                    merged[(key >> shift) as usize] += 1;
+                }
+                state.descend(&merged, shift);
+                *previous = Some(state.prefix);
+                if state.stage != Stage::Done {
+                    state.cand_start = first;
+                    state.cand_len = n;
+                    state.has_candidates = true;
+                    state.in_window = true;
+                }
+            });
+    }
+
+    /// Gives each unfinished group without candidates whose bucket fits a range of the candidate
+    /// buffer, and each of its chunks the exact offset where its bucket's keys go.
+    pub(super) fn assign_candidates(&mut self) {
+        let mut cursor = 0usize;
+        self.chunk_cand_off.fill(usize::MAX);
+        for (g, state) in self.states.iter_mut().enumerate() {
+            if state.stage == Stage::Done || state.in_window {
+                continue;
+            }
+            state.has_candidates = cursor + state.bucket as usize <= self.candidates.len();
+            if !state.has_candidates {
+                continue;
+            }
+            state.cand_start = cursor;
+            state.cand_len = state.bucket as usize;
+            for &c in &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]] {
+                self.chunk_cand_off[c] = cursor;
+                cursor += self.chunk_hist[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+            }
+        }
+    }
+
+    /// Pass 2: each chunk copies the keys in its group's bucket to its range of the candidates.
+    pub(super) fn compact_candidates<T: GradElem>(&mut self, grads: &[&[T]]) {
+        let (chunks, states, offsets, hists) = (
+            &self.chunks,
+            &self.states,
+            &self.chunk_cand_off,
+            &self.chunk_hist,
+        );
+        let out = SharedSlice::new(&mut self.candidates);
+        (0..chunks.len())
+            .into_par_iter()
+            .filter(|&c| offsets[c] != usize::MAX)
+            .for_each(|c| {
+                let chunk = chunks[c];
+                let state = &states[chunk.group];
+                let count = hists[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+                // SAFETY: `assign_candidates` gave this chunk [offset, offset + count), where count is
+                // its own histogram's bucket count; the ranges of all chunks are disjoint.
+                let keys = unsafe { out.slice_mut(offsets[c], count) };
+                let mut n = 0;
+                for &x in &grads[chunk.tensor][chunk.start..][..chunk.len] {
+                    let key = x.key();
+                    if state.in_bucket(key) {
+                        keys[n] = key;
+                        n += 1;
+                    }
+                }
+            });
+    }
+
+    /// Runs the remaining digits of every unfinished group.
+    pub(super) fn refine<T: GradElem>(&mut self, grads: &[&[T]]) {
+        let candidates = SharedSlice::new(&mut self.candidates);
+        let window_keys = SharedSlice::new(&mut self.window_keys);
+        let (chunks, group_chunks, offs) =
+            (&self.chunks, &self.group_chunks, &self.group_chunk_off);
+        self.states
+            .par_iter_mut()
+            .enumerate()
+            .filter(|(_, s)| s.stage != Stage::Done)
+            .for_each(|(g, state)| {
+                let mut hist = [0u32; 1 << REFINE_DIGIT_BITS];
+                if state.has_candidates {
+                    let buffer = if state.in_window {
+                        window_keys
+                    } else {
+                        candidates
+                    };
+                    // SAFETY: groups own disjoint ranges of both buffers, and each group is refined by
+                    // exactly one task.
+                    let keys = unsafe { buffer.slice_mut(state.cand_start, state.cand_len) };
+                    state.refine_slice(keys, &mut hist);
+                } else {
+                    let mine = &group_chunks[offs[g]..offs[g + 1]];
+                    state.refine_stream(
+                        |f| {
+                            for &c in mine {
+                                let chunk = chunks[c];
+                                grads[chunk.tensor][chunk.start..][..chunk.len]
+                                    .iter()
+                                    .for_each(|x| f(x.key()));
+                            }
+                        },
+                        &mut hist,
+                    );
+                }
+            });
+    }
+}

@@ -1,0 +1,51 @@
+//! The CUDA backend over cudarc 0.19, in three layers (as cudarc itself is built):
+//! - [`types`]: `#[repr(C)]` mirrors of `kernels/gm_types.cuh`;
+//! - [`module`]: the embedded fatbins, raw `unsafe` launches with a written contract;
+//! - [`select`]: [`CudaSelector`], the safe selection on the caller's stream.
+//!
+//! Every entry point returns a typed [`Error`]: [`Error::NoDriver`] where libcuda is missing,
+//! [`Error::NoDevice`], [`Error::KernelsNotBuilt`] where this build has no kernels. Nothing panics.
+
+pub mod module;
+pub mod select;
+pub mod types;
+
+use std::sync::Arc;
+
+pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+pub use module::KERNELS_BUILT;
+pub use select::CudaSelector;
+
+use crate::{Error, Result};
+
+/// A context on device `ordinal`, after checking that the driver library exists (cudarc panics
+/// when it is asked to load a missing libcuda).
+pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    // SAFETY: only tries to open the driver library by its usual names; no CUDA call is made.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::NoDriver);
+    }
+    let count = CudaContext::device_count().map_err(|e| Error::NoDevice {
+        ordinal,
+        reason: format!("{e:?}"),
+    })?;
+    if ordinal >= count.max(0) as usize {
+        return Err(Error::NoDevice {
+            ordinal,
+            reason: format!("the driver sees {count} device(s)"),
+        });
+    }
+    CudaContext::new(ordinal).map_err(|e| Error::NoDevice {
+        ordinal,
+        reason: format!("{e:?}"),
+    })
+}
+
+/// The default stream of device `ordinal`'s primary context, ready for the crate's kernels:
+/// fails with `KernelsNotBuilt` on a build without them, before touching the driver.
+pub fn default_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
+    if !KERNELS_BUILT {
+        return Err(Error::KernelsNotBuilt);
+    }
+    Ok(context(ordinal)?.default_stream())
+}

@@ -1,0 +1,446 @@
+//! `CudaSelector`: the exact per-group threshold on the GPU (`kernels/select.cu`), on the caller's
+//! stream, with every buffer sized in `new`. A step enqueues 3 to 5 launches and returns at once;
+//! the thresholds stay on the device ([`CudaSelector::device_groups`]) for the optimizer kernels,
+//! and the stats reach the host only when asked ([`CudaSelector::copy_stats_async`] then
+//! [`CudaSelector::stats`]).
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice};
+
+use super::module::{cuda, Function, Module};
+use super::types::{GmChunk, GmGroup, GmStep};
+use crate::config::validate_ratio;
+use crate::select::{GroupStats, Selection};
+use crate::table::{GroupMap, TensorTable};
+use crate::tuning::{BLOCK_THREADS, CANDIDATE_BLOCKS, FIRST_DIGIT_BINS, GPU_CHUNK_LEN};
+use crate::{DType, Error, GradElem, Result, Scope};
+
+/// Flags of `gm_refine_*` (kernels/select.cu).
+const REFINE_COMPACT: u32 = 1;
+const REFINE_SKIP_CANDIDATES: u32 = 2;
+
+struct Kernels {
+    _module: Module,
+    begin: Function,
+    histogram: [Function; 3],
+    refine: [Function; 3],
+    candidates: Function,
+}
+
+fn dtype_index(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 0,
+        DType::BF16 => 1,
+        DType::F16 => 2,
+    }
+}
+
+/// The CUDA selection engine for one table and scope, bound to one stream.
+pub struct CudaSelector {
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    table: TensorTable,
+    map: GroupMap,
+    chunks: Vec<GmChunk>,
+    /// Device address of each tensor, and the element size, the uploaded work list describes.
+    bound: Vec<u64>,
+    bound_size: usize,
+    addresses: Vec<u64>,
+    /// Pinned staging for work-list uploads, so that an upload never blocks the host.
+    h_chunks: PinnedHostSlice<GmChunk>,
+    d_chunks: CudaSlice<GmChunk>,
+    d_groups: CudaSlice<GmGroup>,
+    d_hist: CudaSlice<u64>,
+    d_step: CudaSlice<GmStep>,
+    d_cand: CudaSlice<u32>,
+    h_groups: PinnedHostSlice<GmGroup>,
+    h_step: PinnedHostSlice<GmStep>,
+    last_dtype: Option<DType>,
+    /// The dtype of the selection whose stats `copy_stats_async` copied.
+    copied_dtype: Option<DType>,
+}
+
+impl CudaSelector {
+    /// Loads the kernels and sizes every device buffer for `table` under `scope`. The candidate
+    /// buffer holds 1/32 of the entries (at least 64K keys).
+    pub fn new(stream: Arc<CudaStream>, table: &TensorTable, scope: Scope) -> Result<Self> {
+        let capacity = (table.total_len() / 32).max(1 << 16) as usize;
+        Self::with_candidate_capacity(stream, table, scope, capacity)
+    }
+
+    /// Like `new`, with a candidate buffer of `capacity` keys. A group whose bucket does not fit
+    /// re-reads its gradients for the last digit (exact, slower).
+    pub fn with_candidate_capacity(
+        stream: Arc<CudaStream>,
+        table: &TensorTable,
+        scope: Scope,
+        capacity: usize,
+    ) -> Result<Self> {
+        let ctx = stream.context().clone();
+        let module = Module::load(&ctx, "select")?;
+        let kernels = Kernels {
+            begin: module.function("gm_select_begin")?,
+            histogram: [
+                module.function("gm_histogram_f32")?,
+                module.function("gm_histogram_bf16")?,
+                module.function("gm_histogram_f16")?,
+            ],
+            refine: [
+                module.function("gm_refine_f32")?,
+                module.function("gm_refine_bf16")?,
+                module.function("gm_refine_f16")?,
+            ],
+            candidates: module.function("gm_refine_candidates")?,
+            _module: module,
+        };
+        let map = GroupMap::new(table, scope);
+        let mut chunks = Vec::new();
+        let mut groups = vec![GmGroup::default(); map.n_groups()];
+        for (tensor, &len) in table.lengths().iter().enumerate() {
+            let group = map.group_of[tensor];
+            let dense = table.dense()[tensor];
+            for start in (0..len).step_by(GPU_CHUNK_LEN) {
+                chunks.push(GmChunk {
+                    d_data: 0,
+                    first: table.offsets()[tensor] + start as u64,
+                    len: GPU_CHUNK_LEN.min(len - start) as u32,
+                    group,
+                    dense: u32::from(dense),
+                    tensor: tensor as u32,
+                });
+                if !dense {
+                    groups[group as usize].n_chunks += 1;
+                }
+            }
+        }
+        for (g, group) in groups.iter_mut().enumerate() {
+            group.len = map.group_len[g];
+        }
+        if u32::try_from(chunks.len()).is_err() {
+            return Err(Error::TooLarge("more than u32::MAX work-list chunks"));
+        }
+        let d_chunks = stream
+            .alloc_zeros::<GmChunk>(chunks.len().max(1))
+            .map_err(cuda)?;
+        let mut d_groups = stream
+            .alloc_zeros::<GmGroup>(groups.len().max(1))
+            .map_err(cuda)?;
+        if !groups.is_empty() {
+            stream.memcpy_htod(&groups, &mut d_groups).map_err(cuda)?;
+        }
+        let d_hist = stream
+            .alloc_zeros::<u64>(groups.len().max(1) * FIRST_DIGIT_BINS)
+            .map_err(cuda)?;
+        let mut d_step = stream.alloc_zeros::<GmStep>(1).map_err(cuda)?;
+        stream
+            .memcpy_htod(
+                &[GmStep {
+                    cand_cap: capacity as u64,
+                    ..GmStep::default()
+                }],
+                &mut d_step,
+            )
+            .map_err(cuda)?;
+        let d_cand = stream.alloc_zeros::<u32>(capacity.max(1)).map_err(cuda)?;
+        // SAFETY: the pinned buffers are only read after `copy_stats_async` filled them and the
+        // stream was synchronized; until then their contents are never looked at.
+        let (h_groups, h_step, h_chunks) = unsafe {
+            (
+                ctx.alloc_pinned_with_flags::<GmGroup>(groups.len().max(1), 0)
+                    .map_err(cuda)?,
+                ctx.alloc_pinned_with_flags::<GmStep>(1, 0).map_err(cuda)?,
+                ctx.alloc_pinned_with_flags::<GmChunk>(chunks.len().max(1), 0)
+                    .map_err(cuda)?,
+            )
+        };
+        Ok(CudaSelector {
+            stream,
+            kernels,
+            table: table.clone(),
+            bound: vec![0; table.len()],
+            bound_size: 0,
+            h_chunks,
+            addresses: vec![0; table.len()],
+            map,
+            chunks,
+            d_chunks,
+            d_groups,
+            d_hist,
+            d_step,
+            d_cand,
+            h_groups,
+            h_step,
+            last_dtype: None,
+            copied_dtype: None,
+        })
+    }
+
+    /// The stream every launch goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The table this selector was built for.
+    pub fn table(&self) -> &TensorTable {
+        &self.table
+    }
+
+    /// Number of selection groups.
+    pub fn n_groups(&self) -> usize {
+        self.map.n_groups()
+    }
+
+    /// The per-group device state; after a step, `threshold_key` and `kept` hold the result.
+    pub fn device_groups(&self) -> &CudaSlice<GmGroup> {
+        &self.d_groups
+    }
+
+    /// The step totals on the device (`non_finite > 0` means the optimizer step must be skipped).
+    pub fn device_step(&self) -> &CudaSlice<GmStep> {
+        &self.d_step
+    }
+
+    /// The uploaded work list.
+    pub fn device_chunks(&self) -> &CudaSlice<GmChunk> {
+        &self.d_chunks
+    }
+
+    /// Enqueues the selection of `grads` (one buffer per tensor, in table order, on this
+    /// selector's device) at `mask_ratio`. Returns once the work is enqueued: no host sync.
+    /// Rejects a bad ratio, a count or length mismatch and a buffer on another device before
+    /// enqueuing anything.
+    pub fn select<T: GradElem, S: DevicePtr<T>>(
+        &mut self,
+        grads: &[S],
+        mask_ratio: f64,
+    ) -> Result<()> {
+        validate_ratio(mask_ratio)?;
+        self.table
+            .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
+        let ordinal = self.stream.context().ordinal();
+        for (tensor, grad) in grads.iter().enumerate() {
+            let got = grad.stream().context().ordinal();
+            if got != ordinal {
+                return Err(Error::WrongDevice {
+                    tensor,
+                    expected: ordinal,
+                    got,
+                });
+            }
+        }
+        for (address, grad) in self.addresses.iter_mut().zip(grads) {
+            // The guard makes our stream wait for earlier writes to the buffer; dropping it at
+            // once is fine because the reads are recorded again after the launches below.
+            let (ptr, _guard) = grad.device_ptr(&self.stream);
+            *address = ptr;
+        }
+        // SAFETY: every address comes from a live buffer of the table's length on this device,
+        // and the buffers are borrowed until this call returns; the kernels read them in stream
+        // order, and the read is recorded below so that cudarc orders later writers after it.
+        unsafe { self.enqueue(T::DTYPE, mask_ratio)? };
+        for grad in grads {
+            drop(grad.device_ptr(&self.stream));
+        }
+        Ok(())
+    }
+
+    /// Enqueues the selection of gradients given as raw device addresses.
+    ///
+    /// # Safety
+    /// For every tensor `i`, `addresses[i]` must be the address of `lengths[i]` valid elements of
+    /// `dtype` in device memory of this selector's context, and nobody may write them (or free
+    /// them) until the work enqueued here has run on the stream.
+    pub unsafe fn select_raw(
+        &mut self,
+        dtype: DType,
+        addresses: &[u64],
+        lengths: &[usize],
+        mask_ratio: f64,
+    ) -> Result<()> {
+        validate_ratio(mask_ratio)?;
+        if addresses.len() != lengths.len() {
+            return Err(Error::CountMismatch {
+                what: "addresses",
+                expected: lengths.len(),
+                got: addresses.len(),
+            });
+        }
+        self.table
+            .check_lengths("gradients", lengths.iter().copied())?;
+        if let Some(tensor) = addresses.iter().position(|&a| a % dtype.size() as u64 != 0) {
+            return Err(Error::InvalidConfig {
+                name: "device address",
+                value: tensor as f64,
+                expected: "an address aligned to the element size (the value is the tensor index)",
+            });
+        }
+        self.addresses.copy_from_slice(addresses);
+        // SAFETY: the caller's contract above.
+        unsafe { self.enqueue(dtype, mask_ratio) }
+    }
+
+    /// # Safety
+    /// `self.addresses` holds valid device addresses of the table's tensors in `dtype`, alive and
+    /// unwritten until the enqueued work has run.
+    unsafe fn enqueue(&mut self, dtype: DType, mask_ratio: f64) -> Result<()> {
+        self.stream.context().bind_to_thread().map_err(cuda)?;
+        if self.bound != self.addresses || self.bound_size != dtype.size() {
+            self.upload_work_list(dtype.size())?;
+        }
+        self.last_dtype = Some(dtype);
+
+        let raw_stream = self.stream.cu_stream();
+        let stream = &self.stream;
+        // The guards record, when dropped after the launches, that the kernels read the work list
+        // and wrote the rest, so cudarc orders other streams' users after them.
+        let (d_chunks, _read) = self.d_chunks.device_ptr(stream);
+        let (d_groups, _groups_written) = self.d_groups.device_ptr_mut(stream);
+        let (d_hist, _hist_written) = self.d_hist.device_ptr_mut(stream);
+        let (d_step, _step_written) = self.d_step.device_ptr_mut(stream);
+        let (d_cand, _cand_written) = self.d_cand.device_ptr_mut(stream);
+        let (mut d_chunks, mut d_groups, mut d_hist, mut d_step, mut d_cand) =
+            (d_chunks, d_groups, d_hist, d_step, d_cand);
+        let (n_chunks, mut n_groups) = (self.chunks.len() as u32, self.map.n_groups() as u32);
+        let (mut ratio, mut key_bits) = (mask_ratio, dtype.key_bits());
+        let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
+        let k = &self.kernels;
+        let d = dtype_index(dtype);
+        // SAFETY (every launch below): the argument arrays match the kernels' parameter lists in
+        // kernels/select.cu; the workspace buffers are owned by `self` and sized in `new` for this
+        // table; the gradient addresses satisfy this function's contract.
+        unsafe {
+            k.begin.launch(
+                raw_stream,
+                (n_groups.div_ceil(BLOCK_THREADS), 1, 1),
+                &mut [
+                    arg(&mut d_groups),
+                    &mut n_groups as *mut u32 as _,
+                    arg(&mut d_step),
+                    &mut ratio as *mut f64 as _,
+                    &mut key_bits as *mut u32 as _,
+                ],
+            )?;
+            k.histogram[d].launch(
+                raw_stream,
+                (n_chunks, 1, 1),
+                &mut [
+                    arg(&mut d_chunks),
+                    arg(&mut d_groups),
+                    arg(&mut d_hist),
+                    arg(&mut d_step),
+                ],
+            )?;
+            let mut flags = if dtype == DType::F32 {
+                REFINE_COMPACT
+            } else {
+                0
+            };
+            k.refine[d].launch(
+                raw_stream,
+                (n_chunks, 1, 1),
+                &mut [
+                    arg(&mut d_chunks),
+                    arg(&mut d_groups),
+                    arg(&mut d_hist),
+                    arg(&mut d_cand),
+                    &mut flags as *mut u32 as _,
+                ],
+            )?;
+            if dtype == DType::F32 {
+                k.candidates.launch(
+                    raw_stream,
+                    (n_groups, CANDIDATE_BLOCKS, 1),
+                    &mut [arg(&mut d_groups), arg(&mut d_hist), arg(&mut d_cand)],
+                )?;
+                let mut flags = REFINE_SKIP_CANDIDATES;
+                k.refine[d].launch(
+                    raw_stream,
+                    (n_chunks, 1, 1),
+                    &mut [
+                        arg(&mut d_chunks),
+                        arg(&mut d_groups),
+                        arg(&mut d_hist),
+                        arg(&mut d_cand),
+                        &mut flags as *mut u32 as _,
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the chunk addresses for the current `addresses` into the pinned staging buffer and
+    /// enqueues its upload. Waits only for the previous upload to have left the staging buffer.
+    fn upload_work_list(&mut self, elem_size: usize) -> Result<()> {
+        if !self.chunks.is_empty() {
+            let staging = self.h_chunks.as_mut_slice().map_err(cuda)?;
+            for (slot, chunk) in staging.iter_mut().zip(&self.chunks) {
+                let tensor = chunk.tensor as usize;
+                let offset = chunk.first - self.table.offsets()[tensor];
+                *slot = GmChunk {
+                    d_data: self.addresses[tensor] + offset * elem_size as u64,
+                    ..*chunk
+                };
+            }
+            self.stream
+                .memcpy_htod(&self.h_chunks, &mut self.d_chunks)
+                .map_err(cuda)?;
+        }
+        self.bound.copy_from_slice(&self.addresses);
+        self.bound_size = elem_size;
+        Ok(())
+    }
+
+    /// Enqueues the copy of the per-group stats and step totals to pinned host memory.
+    pub fn copy_stats_async(&mut self) -> Result<()> {
+        self.copied_dtype = self.last_dtype;
+        self.stream
+            .memcpy_dtoh(&self.d_groups, &mut self.h_groups)
+            .map_err(cuda)?;
+        self.stream
+            .memcpy_dtoh(&self.d_step, &mut self.h_step)
+            .map_err(cuda)
+    }
+
+    /// Waits for the stream, then returns the last selection's stats as copied by
+    /// `copy_stats_async` (call that first).
+    pub fn stats(&mut self) -> Result<Selection> {
+        let dtype = self.copied_dtype.ok_or(Error::InvalidConfig {
+            name: "stats before select",
+            value: 0.0,
+            expected: "call select and copy_stats_async first",
+        })?;
+        self.stream.synchronize().map_err(cuda)?;
+        let groups = self.h_groups.as_slice().map_err(cuda)?;
+        let step = self.h_step.as_slice().map_err(cuda)?[0];
+        let mut selection = Selection {
+            dtype,
+            groups: groups[..self.map.n_groups()]
+                .iter()
+                .map(|g| GroupStats {
+                    len: g.len,
+                    target: g.target,
+                    kept: g.kept,
+                    threshold_key: g.threshold_key,
+                    threshold: 0.0,
+                    sum_sq: g.sum_sq,
+                    non_finite: g.non_finite,
+                })
+                .collect(),
+            group_of: self.map.group_of.clone(),
+            non_finite: step.non_finite,
+            sum_sq: step.sum_sq,
+        };
+        selection.finish_thresholds();
+        Ok(selection)
+    }
+}
+
+impl Drop for CudaSelector {
+    fn drop(&mut self) {
+        // The module is unloaded right after: let the enqueued kernels finish first.
+        let _ = self.stream.synchronize();
+    }
+}
