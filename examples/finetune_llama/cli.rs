@@ -120,6 +120,9 @@ pub struct Args {
     /// Held-out examples.
     #[arg(long, default_value_t = 200)]
     pub heldout: usize,
+    /// Vocabulary size of the built-in word tokenizer (built from the data).
+    #[arg(long, default_value_t = 4096)]
+    pub max_vocab: usize,
     /// Longest training sequence in tokens (longer ones are cut).
     #[arg(long, default_value_t = 256)]
     pub max_len: usize,
@@ -146,6 +149,9 @@ pub struct Args {
     /// Load the model, print its perplexity and held-out scores, and stop.
     #[arg(long)]
     pub eval_only: bool,
+    /// With --eval-only: print this many held-out generations.
+    #[arg(long, default_value_t = 0)]
+    pub show: usize,
     /// Threads for candle and rayon (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -101,15 +101,18 @@ fn pad_bias(pads: &[usize], t: usize, start: usize, keys: usize, dev: &Device) -
     Ok(Tensor::from_vec(data, (pads.len(), 1, t, keys), dev)?)
 }
 
-/// Fraction of `examples` whose greedy answer equals the reference answer.
+/// Fraction of `examples` whose greedy answer equals the reference answer; the first `show`
+/// generations are printed.
 pub fn exact_match(
     model: &Llama,
     tok: &Tok,
     examples: &[Example],
     max_new: usize,
     batch_size: usize,
+    show: usize,
 ) -> Result<f64> {
     let mut correct = 0;
+    let mut shown = 0;
     for chunk in examples.chunks(batch_size.max(1)) {
         let prompts = chunk
             .iter()
@@ -120,7 +123,16 @@ pub fn exact_match(
             .zip(generate(model, &prompts, max_new, tok.eos())?)
         {
             let text = tok.decode(&ids)?;
-            correct += usize::from(extract_answer(&text) == example.answer);
+            let hit = extract_answer(&text) == example.answer;
+            correct += usize::from(hit);
+            if shown < show {
+                shown += 1;
+                let verdict = if hit { "right" } else { "wrong" };
+                println!(
+                    "{}{text:?}  [{verdict}; reference {}]",
+                    example.prompt, example.answer
+                );
+            }
         }
     }
     Ok(correct as f64 / examples.len().max(1) as f64)

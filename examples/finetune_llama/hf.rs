@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use crate::model::{param_specs, Llama, LlamaConfig};
 use crate::tokenizer::Tok;
 
-/// Reads and checks `config.json`.
+/// Reads and checks `config.json`; also returns its end-of-sequence id, if any.
 pub fn read_config(path: &Path) -> Result<(LlamaConfig, Option<u32>)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("missing or unreadable model file {}", path.display()))?;
@@ -119,7 +119,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 }
 
 /// Saves a model directory from host buffers in storage order: `config.json`, `model.safetensors`
-/// and, for a Hugging Face tokenizer, `tokenizer.json`. Each file is written atomically.
+/// and `tokenizer.json`, each written atomically.
 pub fn save_dir(dir: &Path, cfg: &LlamaConfig, params: &[Vec<f32>], tok: &Tok) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut tensors = HashMap::new();
@@ -135,12 +135,10 @@ pub fn save_dir(dir: &Path, cfg: &LlamaConfig, params: &[Vec<f32>], tok: &Tok) -
     write_atomic(&dir.join("config.json"), |tmp| {
         Ok(std::fs::write(tmp, serde_json::to_string_pretty(&config)?)?)
     })?;
-    if let Tok::Hf { tokenizer, .. } = tok {
-        write_atomic(&dir.join("tokenizer.json"), |tmp| {
-            tokenizer
-                .save(tmp, false)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        })?;
-    }
+    write_atomic(&dir.join("tokenizer.json"), |tmp| {
+        tok.tokenizer
+            .save(tmp, false)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
     Ok(())
 }

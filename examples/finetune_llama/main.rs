@@ -44,7 +44,7 @@ use candle_core::Device;
 use clap::Parser;
 
 use cli::{Args, Method, Size};
-use data::{split, tokenize, Fields};
+use data::{split, tokenize, Example, Fields};
 use model::{Llama, LlamaConfig};
 use report::{write_json, MethodResult};
 use tokenizer::Tok;
@@ -93,9 +93,13 @@ fn device(args: &Args) -> Result<Device> {
     bail!("--cuda needs a build with `--features cuda` (see README.md, \"Example trainer\")")
 }
 
-fn load_model(args: &Args, device: &Device) -> Result<(Llama, Tok)> {
+/// The model and its tokenizer; the built-in tokenizer's vocabulary comes from `examples`.
+fn load_model(args: &Args, device: &Device, examples: &[Example]) -> Result<(Llama, Tok)> {
     if args.model == "builtin" {
-        let tok = Tok::chars();
+        let texts = examples
+            .iter()
+            .flat_map(|e| [e.prompt.as_str(), e.response.as_str()]);
+        let tok = Tok::words(texts, args.max_vocab)?;
         return Ok((
             Llama::init(
                 builtin_config(args.size, tok.vocab_size()),
@@ -120,7 +124,7 @@ fn load_model(args: &Args, device: &Device) -> Result<(Llama, Tok)> {
     }
 }
 
-fn load_data(args: &Args, tok: &Tok) -> Result<DataSet> {
+fn load_examples(args: &Args) -> Result<Vec<Example>> {
     let examples = match &args.data {
         None => problems::generate(args.examples, args.seed),
         Some(path) => {
@@ -137,6 +141,10 @@ fn load_data(args: &Args, tok: &Tok) -> Result<DataSet> {
     if examples.is_empty() {
         bail!("empty dataset: no examples to train on");
     }
+    Ok(examples)
+}
+
+fn load_data(args: &Args, tok: &Tok, examples: Vec<Example>) -> Result<DataSet> {
     let (train, heldout_examples) = split(examples, args.heldout, args.seed)?;
     Ok(DataSet {
         train: tokenize(&train, tok, args.max_len)?,
@@ -184,7 +192,8 @@ pub fn train_config(args: &Args) -> TrainConfig {
 /// The whole run; returns one result per method.
 pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
     let device = device(args)?;
-    let (model, tok) = load_model(args, &device)?;
+    let examples = load_examples(args)?;
+    let (model, tok) = load_model(args, &device, &examples)?;
     let n_params: usize = model.params.iter().map(|p| p.var.elem_count()).sum();
     println!(
         "model {}: {} layers, hidden {}, {:.2}M parameters, vocab {}; {} threads, denormals {}",
@@ -204,7 +213,7 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
             t0.elapsed().as_secs_f64()
         );
     }
-    let data = load_data(args, &tok)?;
+    let data = load_data(args, &tok, examples)?;
     println!(
         "data: {} training and {} held-out examples",
         data.train.len(),
@@ -219,6 +228,7 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
             eval_subset(&data, &cfg),
             cfg.max_new_tokens,
             64,
+            args.show,
         )?;
         println!("held-out loss {loss:.4}, exact match {:.1}%", em * 100.0);
         return Ok(Vec::new());
@@ -344,7 +354,14 @@ fn run_method(
     }
     set_params(model, &params)?;
     let heldout_loss = eval::heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-    let em = eval::exact_match(model, tok, eval_subset(data, &cfg), cfg.max_new_tokens, 64)?;
+    let em = eval::exact_match(
+        model,
+        tok,
+        eval_subset(data, &cfg),
+        cfg.max_new_tokens,
+        64,
+        0,
+    )?;
     let mut log = metrics::Metrics::open(&dir.join("metrics.jsonl"), Some(cfg.steps))?;
     log.write(serde_json::json!({"kind": "eval", "method": method.name(), "step": cfg.steps, "heldout_loss": heldout_loss, "exact_match": em}))?;
     println!(

@@ -56,7 +56,13 @@ impl LlamaConfig {
     /// Rejects shapes the forward pass cannot run.
     pub fn validate(&self) -> Result<()> {
         let (d, h, kv) = (self.hidden_size, self.num_attention_heads, self.kv_heads());
-        if d == 0 || h == 0 || kv == 0 || d % h != 0 || h % kv != 0 || self.head_dim() % 2 != 0 {
+        if d == 0
+            || h == 0
+            || kv == 0
+            || !d.is_multiple_of(h)
+            || !h.is_multiple_of(kv)
+            || !self.head_dim().is_multiple_of(2)
+        {
             bail!("bad shape: hidden_size {d}, heads {h}, kv heads {kv} (need d % heads == 0, heads % kv == 0, even head_dim)");
         }
         Ok(())

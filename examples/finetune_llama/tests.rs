@@ -12,7 +12,6 @@ use clap::Parser;
 
 use crate::cli::Args;
 use crate::model::{param_specs, Llama, LlamaConfig, Role};
-use crate::tokenizer::Tok;
 use crate::{builtin_config, cli::Size, cpu, gguf, hf, metrics, run, train};
 
 fn scratch(name: &str) -> PathBuf {
@@ -58,7 +57,9 @@ fn micro_run_learns_masks_the_ratio_and_resumes_exactly() {
         mean(&losses[25..]) < 0.8 * mean(&losses[..5]),
         "loss did not fall: {losses:?}"
     );
-    let sizes: Vec<u64> = param_specs(&builtin_config(Size::Micro, 99))
+    let ckpt = full.join("gmt/checkpoints/step-000030");
+    let (cfg, _) = hf::read_config(&ckpt.join("config.json")).unwrap();
+    let sizes: Vec<u64> = param_specs(&cfg)
         .iter()
         .map(|(_, shape, _, _)| shape.iter().product::<usize>() as u64)
         .collect();
@@ -258,29 +259,28 @@ fn hf_directories_round_trip_and_bad_input_is_named() {
         )
     };
 
-    // The char tokenizer writes no tokenizer.json.
-    hf::save_dir(&dir, &model.cfg, &host, &Tok::chars()).unwrap();
-    assert!(err_of(&dir).contains(&format!(
+    // A saved directory (the GGUF test's tokenizer) loads back bit for bit.
+    let gguf_path = dir.join("t.gguf");
+    write_gguf(&gguf_path, &model);
+    let content = gguf_file::Content::read(&mut std::fs::File::open(&gguf_path).unwrap()).unwrap();
+    let tok = gguf::tokenizer(&content, &gguf_path).unwrap();
+    hf::save_dir(&dir, &model.cfg, &host, &tok).unwrap();
+    let (loaded, loaded_tok) = hf::load_dir(&dir, &Device::Cpu).unwrap();
+    assert_eq!(train::host_params(&loaded).unwrap(), host);
+    assert_eq!(loaded_tok.eos(), 258);
+    assert_eq!(
+        loaded_tok.encode("hello").unwrap(),
+        tok.encode("hello").unwrap()
+    );
+
+    // No tokenizer.json.
+    std::fs::rename(dir.join("tokenizer.json"), dir.join("moved.json")).unwrap();
+    let missing = format!(
         "missing tokenizer: {}",
         dir.join("tokenizer.json").display()
-    )));
-
-    // With a tokenizer.json the directory loads back bit for bit.
-    let content_path = dir.join("t.gguf");
-    write_gguf(&content_path, &model);
-    let content =
-        gguf_file::Content::read(&mut std::fs::File::open(&content_path).unwrap()).unwrap();
-    let Tok::Hf { tokenizer, .. } = gguf::tokenizer(&content, &content_path).unwrap() else {
-        unreachable!()
-    };
-    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
-    let (loaded, tok) = hf::load_dir(&dir, &Device::Cpu).unwrap();
-    assert_eq!(train::host_params(&loaded).unwrap(), host);
-    assert_eq!(
-        tok.eos(),
-        2,
-        "config.json's eos_token_id (written from the char tokenizer) wins"
     );
+    assert!(err_of(&dir).contains(&missing), "{}", err_of(&dir));
+    std::fs::rename(dir.join("moved.json"), dir.join("tokenizer.json")).unwrap();
 
     // config/weights mismatch: one layer more than the weights have.
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
@@ -366,5 +366,42 @@ fn gradients_are_real_in_every_parameter() {
             "{}: numeric {numeric}, backward {analytic}",
             param.name
         );
+    }
+}
+
+#[test]
+fn cached_left_padded_generation_matches_naive_greedy() {
+    let model = Llama::init(builtin_config(Size::Micro, 99), 9, &Device::Cpu).unwrap();
+    let prompts = vec![
+        vec![5u32, 17, 30, 41, 8, 9, 60],
+        vec![7, 7, 12],
+        vec![90, 3, 4, 5, 6],
+    ];
+    let batched = crate::eval::generate(&model, &prompts, 6, 2).unwrap();
+    for (prompt, got) in prompts.iter().zip(&batched) {
+        // Naive: one sequence, no cache, the whole prefix recomputed for every token.
+        let mut ids = prompt.clone();
+        let mut want = Vec::new();
+        for _ in 0..6 {
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let hidden = model.hidden(&input, 0, None, None).unwrap();
+            let last = hidden.narrow(0, ids.len() - 1, 1).unwrap();
+            let next = model
+                .logits(&last)
+                .unwrap()
+                .argmax(1)
+                .unwrap()
+                .to_vec1::<u32>()
+                .unwrap()[0];
+            want.push(next);
+            ids.push(next);
+            if next == 2 {
+                break;
+            }
+        }
+        assert_eq!(got, &want, "prompt {prompt:?}");
     }
 }

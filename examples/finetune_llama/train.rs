@@ -185,7 +185,14 @@ pub fn train(
         bar.inc(1);
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < cfg.steps {
             let eval_loss = heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-            let em = exact_match(model, tok, eval_subset(data, cfg), cfg.max_new_tokens, 64)?;
+            let em = exact_match(
+                model,
+                tok,
+                eval_subset(data, cfg),
+                cfg.max_new_tokens,
+                64,
+                0,
+            )?;
             let line = format!(
                 "  [{method}] step {done}: held-out loss {eval_loss:.4}, exact match {:.1}%",
                 em * 100.0
