@@ -59,6 +59,7 @@ pub enum Size {
 
 #[derive(Debug, Clone, Parser)]
 #[command(
+    args_override_self = true,
     about = "Fine-tune a Llama with Gradient-Mask Tuning (gradmask) and compare it with its baselines"
 )]
 pub struct Args {

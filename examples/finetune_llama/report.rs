@@ -15,7 +15,7 @@ pub struct MethodResult {
     pub mask_ratio: f64,
     pub heldout_exact_match: f64,
     pub heldout_loss: f64,
-    /// Mean wall time of one optimizer step, and its split.
+    /// Median wall time of one optimizer step, and its split.
     pub step_s: f64,
     pub fwd_bwd_s: f64,
     pub opt_s: f64,

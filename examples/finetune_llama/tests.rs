@@ -405,3 +405,44 @@ fn cached_left_padded_generation_matches_naive_greedy() {
         assert_eq!(got, &want, "prompt {prompt:?}");
     }
 }
+
+#[test]
+fn compare_runs_every_baseline_and_hft_leaves_frozen_matrices_alone() {
+    let out = scratch("compare");
+    let args = micro_args(
+        &out,
+        &[
+            "--compare",
+            "sft,random,hft,oneoff",
+            "--steps",
+            "6",
+            "--save-every",
+            "6",
+        ],
+    );
+    let results = run(&args, threads()).unwrap();
+    let names: Vec<&str> = results.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(names, ["sft", "random", "hft", "oneoff"]);
+    let (sft, oneoff) = (&results[0], &results[3]);
+    assert_eq!(
+        sft.final_train_loss, oneoff.final_train_loss,
+        "one-off reuses the SFT run"
+    );
+    // HFT: the frozen matrices still hold their initial values, the others moved.
+    let ckpt = out.join("hft/checkpoints/step-000006");
+    let (cfg, _) = hf::read_config(&ckpt.join("config.json")).unwrap();
+    let init = Llama::init(cfg, args.seed, &Device::Cpu).unwrap();
+    let frozen = crate::methods::hft_frozen(&init, args.seed);
+    assert_eq!(
+        frozen.iter().filter(|&&f| f).count(),
+        2 * 2 + 2 + 1,
+        "2 layers: 2 attention + 2 or 1 MLP each"
+    );
+    let (trained, _) = hf::load_dir(&ckpt, &Device::Cpu).unwrap();
+    for ((a, b), frozen) in init.params.iter().zip(&trained.params).zip(frozen) {
+        let same = a.var.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b.var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(same, frozen, "{}", a.name);
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}

@@ -47,6 +47,7 @@ pub struct DataSet {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub train_losses: Vec<f64>,
+    /// Median seconds per step in this process: forward+backward, optimizer (plus copies), total.
     pub fwd_bwd_s: f64,
     pub opt_s: f64,
     pub step_s: f64,
@@ -131,7 +132,15 @@ pub fn train(
     let bar = progress_bar(cfg, method, start);
     let mut grads: Vec<Vec<f32>> = lengths.iter().map(|&n| vec![0.0; n]).collect();
     let mut out = Outcome::default();
+    if start > 0 {
+        // The losses before the checkpoint, so the outcome covers the whole run (times and
+        // tokens/s cover only the steps run in this process).
+        let earlier = crate::metrics::read_lines(&dir.join("metrics.jsonl"))?;
+        let train = earlier.iter().filter(|v| v["kind"] == "train");
+        out.train_losses = train.filter_map(|v| v["loss"].as_f64()).collect();
+    }
     let (mut total_tokens, mut total_time) = (0usize, 0.0);
+    let mut times = Vec::new();
     for step in start..cfg.steps {
         let lr = lr_at(cfg, step);
         let t0 = Instant::now();
@@ -159,9 +168,7 @@ pub fn train(
         let step_s = t0.elapsed().as_secs_f64();
         let loss = loss_sum / cfg.accum as f64;
         out.train_losses.push(loss);
-        out.fwd_bwd_s += fwd_bwd;
-        out.step_s += step_s;
-        out.opt_s += step_s - fwd_bwd;
+        times.push((step_s, fwd_bwd, step_s - fwd_bwd));
         total_tokens += tokens;
         total_time += step_s;
         let kept = kept_by_layer(model, &report, &grads, spec);
@@ -213,9 +220,10 @@ pub fn train(
         }
     }
     bar.finish_and_clear();
-    out.steps_run = out.train_losses.len() as u64;
-    let n = out.steps_run.max(1) as f64;
-    (out.fwd_bwd_s, out.opt_s, out.step_s) = (out.fwd_bwd_s / n, out.opt_s / n, out.step_s / n);
+    out.steps_run = out.train_losses.len() as u64 - start.min(out.train_losses.len() as u64);
+    out.step_s = median(times.iter().map(|t| t.0));
+    out.fwd_bwd_s = median(times.iter().map(|t| t.1));
+    out.opt_s = median(times.iter().map(|t| t.2));
     out.tokens_per_s = if total_time > 0.0 {
         total_tokens as f64 / total_time
     } else {
@@ -223,6 +231,13 @@ pub fn train(
     };
     out.params = host;
     Ok(out)
+}
+
+/// Median of `values` (0 when empty): robust to the load spikes of a shared machine.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The held-out examples exact match is measured on.
