@@ -91,9 +91,10 @@ pub struct Args {
     /// Optimizer steps.
     #[arg(long, default_value_t = 300)]
     pub steps: u64,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3)]
-    pub lr: f64,
+    /// Peak learning rate (default: 3e-3 for the built-in model trained from scratch, 1e-4 for a
+    /// pretrained one).
+    #[arg(long)]
+    pub lr: Option<f64>,
     #[arg(long, default_value_t = 0.03)]
     pub warmup_ratio: f64,
     #[arg(long, default_value_t = 0.0)]

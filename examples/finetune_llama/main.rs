@@ -161,7 +161,7 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
     plot::kept_plot(&out.join("kept_fraction.png"), &runs)?;
     let summary = serde_json::json!({
         "model": args.model, "parameters": n_params, "threads": threads.threads, "ftz": threads.ftz,
-        "steps": args.steps, "micro_batch": args.micro_batch, "accum": args.accum, "lr": args.lr,
+        "steps": args.steps, "micro_batch": args.micro_batch, "accum": args.accum, "lr": train_config(args).lr,
         "mask_ratio": args.mask_ratio, "scope": format!("{:?}", args.scope), "masked": format!("{:?}", args.masked),
         "seed": args.seed, "train_examples": data.train.len(), "heldout_examples": data.heldout.len(),
         "results": results,

@@ -128,7 +128,9 @@ pub fn train_config(args: &Args) -> TrainConfig {
         steps: args.steps,
         micro_batch: args.micro_batch,
         accum: args.accum.max(1),
-        lr: args.lr,
+        lr: args
+            .lr
+            .unwrap_or(if args.model == "builtin" { 3e-3 } else { 1e-4 }),
         warmup_ratio: args.warmup_ratio,
         seed: args.seed,
         eval_every: args.eval_every,
