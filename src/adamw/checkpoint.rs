@@ -4,7 +4,7 @@
 //! weights, `master.{t}`. Metadata (strings): `format` (`gradmask-adamw-v1`), `step`, `precision`
 //! (`none` or a [`Precision`] name), `mask_mode` (`gmt` or `random`), `mask_seed`, `fingerprint`
 //! (of the table: lengths, group ids, dense flags) and `checksum` (of every tensor's bytes, in the
-//! order above), both as 16 hex digits.
+//! order above, then of `"{step}|{precision}|{mask_mode}|{mask_seed}"`), both as 16 hex digits.
 //!
 //! A save writes a temporary file beside the target, fsyncs it, renames it over the target and
 //! fsyncs the directory, so a crash leaves the old checkpoint or the new one. A load reads and
@@ -67,9 +67,13 @@ fn checksum(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Combines per-tensor checksums in order.
-fn combine(parts: impl IntoIterator<Item = u64>) -> u64 {
-    parts.into_iter().fold(0, |acc, part| splitmix(acc ^ part))
+/// Combines the per-tensor checksums in order with the checksum of the scalar state.
+fn combine(parts: &[u64], step: u64, precision: &str, mode: &str, seed: u64) -> u64 {
+    let scalars = format!("{step}|{precision}|{mode}|{seed}");
+    parts
+        .iter()
+        .chain([&checksum(scalars.as_bytes())])
+        .fold(0, |acc, part| splitmix(acc ^ part))
 }
 
 /// An f32 slice as a safetensors view.
@@ -139,7 +143,10 @@ impl GmtAdamW {
                 "fingerprint",
                 format!("{:016x}", table_fingerprint(&self.table)),
             ),
-            ("checksum", format!("{:016x}", combine(sums))),
+            (
+                "checksum",
+                format!("{:016x}", combine(&sums, self.step, precision, mode, seed)),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -210,11 +217,13 @@ impl GmtAdamW {
             return Err(fail(path, "the checkpoint is for another tensor table"));
         }
         let step = int("step")?;
-        let precision = match get("precision")? {
+        let (precision_name, mode_name, seed) =
+            (get("precision")?, get("mask_mode")?, int("mask_seed")?);
+        let precision = match precision_name {
             "none" => None,
             name => Some(Precision::from_name(name).ok_or_else(|| fail(path, "bad precision"))?),
         };
-        let mode = match (get("mask_mode")?, int("mask_seed")?) {
+        let mode = match (mode_name, seed) {
             ("gmt", _) => MaskMode::Gmt,
             ("random", seed) => MaskMode::Random { seed },
             _ => return Err(fail(path, "bad mask_mode")),
@@ -243,7 +252,7 @@ impl GmtAdamW {
             }
         }
         let sums: Vec<u64> = found.par_iter().map(|d| checksum(d)).collect();
-        if combine(sums) != hex("checksum")? {
+        if combine(&sums, step, precision_name, mode_name, seed) != hex("checksum")? {
             return Err(fail(path, "checksum mismatch: the file is corrupt"));
         }
 
