@@ -82,10 +82,9 @@ pub fn random_cut(mask_ratio: f64) -> u64 {
 #[inline(always)]
 pub fn stochastic_round_bf16(x: f32, draw: u32) -> bf16 {
     let bits = x.to_bits();
-    if x.is_nan() {
-        return bf16::from_bits(((bits >> 16) | 0x0040) as u16);
-    }
-    bf16::from_bits((bits.wrapping_add(draw & 0xFFFF) >> 16) as u16)
+    let rounded = bits.wrapping_add(draw & 0xFFFF) >> 16;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    bf16::from_bits(if x.is_nan() { quiet_nan } else { rounded } as u16)
 }
 
 #[cfg(test)]

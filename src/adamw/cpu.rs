@@ -13,7 +13,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use super::math::{masked_update, StepScalars};
+use super::math::{bf16_round_nearest, masked_update, select, StepScalars};
 use crate::rng::{draw, stochastic_round_bf16};
 use crate::tuning::CPU_CHUNK_LEN;
 use crate::{GradElem, MaskedUpdate, TensorTable};
@@ -97,7 +97,7 @@ impl ParamSlots for F32Slots<'_> {
     }
     #[inline(always)]
     fn set(&mut self, i: usize, x: f32, _index: u64, write: bool) {
-        self.0[i] = if write { x } else { self.0[i] };
+        self.0[i] = select(write, x, self.0[i]);
     }
 }
 
@@ -115,10 +115,13 @@ impl ParamSlots for MasterSlots<'_> {
     }
     #[inline(always)]
     fn set(&mut self, i: usize, x: f32, _index: u64, write: bool) {
-        if write {
-            self.master[i] = x;
-            self.params[i] = bf16::from_f32(x);
-        }
+        self.master[i] = select(write, x, self.master[i]);
+        let rounded = bf16_round_nearest(x).to_bits();
+        self.params[i] = bf16::from_bits(if write {
+            rounded
+        } else {
+            self.params[i].to_bits()
+        });
     }
 }
 
@@ -135,9 +138,12 @@ impl ParamSlots for RoundSlots<'_> {
     }
     #[inline(always)]
     fn set(&mut self, i: usize, x: f32, index: u64, write: bool) {
-        if write {
-            self.params[i] = stochastic_round_bf16(x, draw(self.key, index));
-        }
+        let rounded = stochastic_round_bf16(x, draw(self.key, index)).to_bits();
+        self.params[i] = bf16::from_bits(if write {
+            rounded
+        } else {
+            self.params[i].to_bits()
+        });
     }
 }
 
@@ -170,9 +176,11 @@ pub(crate) fn update_chunk<G: GradElem, P: ParamSlots>(
     }
 }
 
+/// Dispatches on the masked-entry mode, so that each loop sees it as a constant: with `ZeroGrad`
+/// every entry is written, no old value is read back, and the bf16 loops vectorize.
 #[inline(always)]
 fn run<G: GradElem, P: ParamSlots>(
-    mut params: P,
+    params: P,
     m: &mut [f32],
     v: &mut [f32],
     grads: &[G],
@@ -180,23 +188,50 @@ fn run<G: GradElem, P: ParamSlots>(
     args: &UpdateArgs,
     keeps: impl Fn(u32, u64) -> bool,
 ) -> u64 {
+    // Copies: with the scalars behind a reference, LLVM must assume the stores to p, m and v may
+    // change them, reloads them every entry and does not vectorize the loop.
+    let scalars = args.scalars;
+    match args.masked {
+        MaskedUpdate::ZeroGrad => {
+            run_mode::<_, _, true>(params, m, v, grads, global, &scalars, keeps)
+        }
+        MaskedUpdate::Freeze => {
+            run_mode::<_, _, false>(params, m, v, grads, global, &scalars, keeps)
+        }
+    }
+}
+
+#[inline(always)]
+fn run_mode<G: GradElem, P: ParamSlots, const ZERO_GRAD: bool>(
+    mut params: P,
+    m: &mut [f32],
+    v: &mut [f32],
+    grads: &[G],
+    global: u64,
+    scalars: &StepScalars,
+    keeps: impl Fn(u32, u64) -> bool,
+) -> u64 {
     let n = grads.len();
     let (m, v) = (&mut m[..n], &mut v[..n]);
-    let (masked, scalars) = (args.masked, &args.scalars);
-    let write_masked = masked == MaskedUpdate::ZeroGrad;
-    let mut kept = 0u64;
+    let masked = if ZERO_GRAD {
+        MaskedUpdate::ZeroGrad
+    } else {
+        MaskedUpdate::Freeze
+    };
+    // A u32 count (a chunk has fewer than 2^32 entries) keeps the loop in 32-bit lanes.
+    let mut kept = 0u32;
     for i in 0..n {
         let g = grads[i];
         let index = global + i as u64;
         let keep = keeps(g.key(), index);
-        kept += u64::from(keep);
+        kept += u32::from(keep);
         let (p_new, m_new, v_new) =
             masked_update(params.get(i), m[i], v[i], g.to_f32(), keep, masked, scalars);
-        params.set(i, p_new, index, keep || write_masked);
+        params.set(i, p_new, index, keep || ZERO_GRAD);
         m[i] = m_new;
         v[i] = v_new;
     }
-    kept
+    u64::from(kept)
 }
 
 /// A base pointer shared by the tasks of one parallel section, each of which touches a disjoint

@@ -17,6 +17,8 @@
 //! Each line is rounded to f32 separately, with no fused multiply-add: a CUDA kernel that must
 //! match bit for bit is compiled with `--fmad=false` (or uses `__fmul_rn`/`__fadd_rn`).
 
+use half::bf16;
+
 use super::AdamWConfig;
 use crate::MaskedUpdate;
 
@@ -97,18 +99,62 @@ pub fn masked_update(
     masked: MaskedUpdate,
     s: &StepScalars,
 ) -> (f32, f32, f32) {
-    let g = if keep { g_raw * s.grad_mul } else { 0.0 };
+    let g = select(keep, g_raw * s.grad_mul, 0.0);
     let (p_new, m_new, v_new) = adamw_update(p, m, v, g, s);
-    if keep || masked == MaskedUpdate::ZeroGrad {
-        (p_new, m_new, v_new)
-    } else {
-        (p, m, v)
-    }
+    let write = keep || masked == MaskedUpdate::ZeroGrad;
+    (
+        select(write, p_new, p),
+        select(write, m_new, m),
+        select(write, v_new, v),
+    )
+}
+
+/// `x` rounded to the nearest bf16, ties to even; NaN stays NaN (quiet). The same bits as
+/// `half::bf16::from_f32`, written without branches so the update loop vectorizes:
+/// `(bits + 0x7FFF + ((bits >> 16) & 1)) >> 16`.
+#[inline(always)]
+pub fn bf16_round_nearest(x: f32) -> bf16 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    bf16::from_bits(if x.is_nan() { quiet_nan } else { rounded } as u16)
+}
+
+/// `new` where `write`, else `old`, as a bit select (no branch).
+#[inline(always)]
+pub fn select(write: bool, new: f32, old: f32) -> f32 {
+    let mask = u32::from(write).wrapping_neg();
+    f32::from_bits((new.to_bits() & mask) | (old.to_bits() & !mask))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_nearest_matches_half() {
+        let edges = [
+            0u32,
+            0x8000,
+            0x8001,
+            0x1_8000,
+            0x7F7F_FFFF,
+            0x7F80_0000,
+            0x7FC0_0001,
+            0xFF80_0001,
+            0x8000_8000,
+            0xFFFF_FFFF,
+        ];
+        let sweep = (0..u32::MAX / 7919).map(|i| i * 7919);
+        for bits in edges.into_iter().chain(sweep) {
+            let x = f32::from_bits(bits);
+            assert_eq!(
+                bf16_round_nearest(x).to_bits(),
+                bf16::from_f32(x).to_bits(),
+                "{bits:#x}"
+            );
+        }
+    }
 
     #[test]
     fn first_step_moves_by_lr_times_sign() {
