@@ -4,8 +4,10 @@
 //! - [`config`]: [`AdamWConfig`], [`MaskMode`], [`StepReport`] and input checks.
 //! - [`math`]: the update of one entry ([`math::masked_update`]) and the per-step scalars
 //!   ([`math::StepScalars`]): the one formula the CPU engine and the CUDA kernel share.
-//! - `cpu`: the work list of chunks and the rayon pass that applies the update to every tensor.
-//! - `optimizer`: [`GmtAdamW`] and [`Precision`].
+//! - `cpu`: the work list of chunks and the rayon pass that applies the update to every tensor;
+//!   `slots`: how f32, bf16+master and bf16 stochastic parameters are read and written.
+//! - `optimizer`: [`GmtAdamW`] (construction, the public step entry points, input checks) and
+//!   [`Precision`]; `step`: the stages of a step (selection or scan, fused update, report).
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
 //!   [`table_fingerprint`].
 //!
@@ -30,6 +32,8 @@ pub mod config;
 mod cpu;
 pub mod math;
 mod optimizer;
+mod slots;
+mod step;
 
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};

@@ -14,11 +14,8 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::config::{validate_lr, AdamWConfig, MaskMode, StepReport};
-use super::cpu::{
-    chunk_list, sum_sq_and_non_finite, update_all, Chunk, KeepRule, Params, SharedPtr, UpdateArgs,
-};
-use super::math::{grad_multiplier, StepScalars};
-use crate::rng::{random_cut, stream, ROUNDING_DOMAIN};
+use super::cpu::{chunk_list, Chunk, KeepRule, SharedPtr};
+use crate::rng::{stream, ROUNDING_DOMAIN};
 use crate::{CpuSelector, Error, GradElem, GroupMap, GroupStats, MaskConfig, Result, TensorTable};
 
 /// How parameters are stored and rounded; fixed by the first step taken (or a loaded checkpoint).
@@ -53,12 +50,12 @@ impl Precision {
 /// GMT with AdamW on host slices: the CPU engine. See the module notes for what a step does.
 pub struct GmtAdamW {
     pub(super) table: TensorTable,
-    map: GroupMap,
+    pub(super) map: GroupMap,
     pub(super) adamw: AdamWConfig,
     pub(super) mask: MaskConfig,
     pub(super) mode: MaskMode,
-    selector: Option<CpuSelector>,
-    frozen: Vec<bool>,
+    pub(super) selector: Option<CpuSelector>,
+    pub(super) frozen: Vec<bool>,
     pub(super) step: u64,
     pub(super) precision: Option<Precision>,
     pub(super) m: Vec<f32>,
@@ -66,15 +63,15 @@ pub struct GmtAdamW {
     /// Empty until the first `step_bf16_master` that is taken.
     pub(super) master: Vec<f32>,
     // Workspace, sized once.
-    chunks: Vec<Chunk>,
-    rules: Vec<KeepRule>,
-    chunk_sum_sq: Vec<f64>,
-    chunk_non_finite: Vec<u64>,
-    chunk_kept: Vec<u64>,
-    f32_ptrs: Vec<SharedPtr<f32>>,
-    bf16_ptrs: Vec<SharedPtr<bf16>>,
-    groups: Vec<GroupStats>,
-    sum_sq: f64,
+    pub(super) chunks: Vec<Chunk>,
+    pub(super) rules: Vec<KeepRule>,
+    pub(super) chunk_sum_sq: Vec<f64>,
+    pub(super) chunk_non_finite: Vec<u64>,
+    pub(super) chunk_kept: Vec<u64>,
+    pub(super) f32_ptrs: Vec<SharedPtr<f32>>,
+    pub(super) bf16_ptrs: Vec<SharedPtr<bf16>>,
+    pub(super) groups: Vec<GroupStats>,
+    pub(super) sum_sq: f64,
 }
 
 impl GmtAdamW {
@@ -268,140 +265,5 @@ impl GmtAdamW {
         self.table.check_lengths("parameters", param_lens)?;
         self.table
             .check_lengths("gradients", grads.iter().map(|g| g.len()))
-    }
-
-    /// Runs the selection or the scan and fills `groups`, `sum_sq` and the keep rules. Returns
-    /// false when the step must be skipped. Touches only workspace.
-    fn prepare<G: GradElem>(&mut self, grads: &[&[G]]) -> bool {
-        let non_finite = if let Some(selector) = &mut self.selector {
-            let selection = selector
-                .select(grads, self.mask.mask_ratio)
-                .expect("ratio and lengths were checked");
-            self.groups.copy_from_slice(&selection.groups);
-            self.sum_sq = selection.sum_sq;
-            selection.non_finite
-        } else {
-            self.scan(grads)
-        };
-        let random = match self.mode {
-            MaskMode::Random { seed } if self.mask.mask_ratio > 0.0 => Some(KeepRule::Random {
-                key: stream(seed, self.step + 1),
-                cut: random_cut(self.mask.mask_ratio),
-            }),
-            _ => None,
-        };
-        let thresholds = self.selector.as_ref().map(|s| s.last());
-        for (t, rule) in self.rules.iter_mut().enumerate() {
-            *rule = if self.frozen[t] {
-                KeepRule::Frozen
-            } else if self.table.dense()[t] {
-                KeepRule::All
-            } else if let Some(selection) = thresholds {
-                KeepRule::Threshold(selection.group_of_tensor(t).threshold_key)
-            } else {
-                random.unwrap_or(KeepRule::All)
-            };
-        }
-        non_finite == 0
-    }
-
-    /// The read-only pass of a step without selection: per-chunk sums of squares and non-finite
-    /// counts, added per group in chunk order (as the selector does). Returns the non-finite total.
-    fn scan<G: GradElem>(&mut self, grads: &[&[G]]) -> u64 {
-        let chunks = &self.chunks;
-        self.chunk_sum_sq
-            .par_iter_mut()
-            .zip(self.chunk_non_finite.par_iter_mut())
-            .zip(chunks.par_iter())
-            .for_each(|((sum_sq, non_finite), c)| {
-                (*sum_sq, *non_finite) =
-                    sum_sq_and_non_finite(&grads[c.tensor][c.start..][..c.len]);
-            });
-        self.sum_sq = self.chunk_sum_sq.iter().sum();
-        let dense = self.table.dense();
-        for (g, stats) in self.groups.iter_mut().enumerate() {
-            let mine = || {
-                chunks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| self.map.group_of[c.tensor] as usize == g && !dense[c.tensor])
-            };
-            let len = self.map.group_len[g];
-            let target = crate::config::kept_target(len, self.mask.mask_ratio);
-            let random = self.mask.mask_ratio > 0.0;
-            *stats = GroupStats {
-                len,
-                target,
-                kept: if random { 0 } else { len },
-                threshold_key: 0,
-                threshold: if random { f32::NAN } else { 0.0 },
-                sum_sq: mine().map(|(id, _)| self.chunk_sum_sq[id]).sum(),
-                non_finite: mine().map(|(id, _)| self.chunk_non_finite[id]).sum(),
-            };
-        }
-        self.chunk_non_finite.iter().sum()
-    }
-
-    /// Takes the step: scalars, the fused update, the counter.
-    ///
-    /// # Safety
-    /// The pointer table of `precision` (`f32_ptrs` or `bf16_ptrs`) holds, for every tensor, a
-    /// buffer of the tensor's length that is exclusively borrowed for the duration of the call, and
-    /// for `Bf16Master` the master buffer holds the table's total length.
-    unsafe fn apply<G: GradElem>(
-        &mut self,
-        grads: &[&[G]],
-        lr: f64,
-        precision: Precision,
-        key: u64,
-    ) {
-        let step = self.step + 1;
-        let (grad_mul, _) = grad_multiplier(&self.adamw, self.sum_sq);
-        let scalars = StepScalars::new(&self.adamw, step, lr, grad_mul);
-        let params = match precision {
-            Precision::F32 => Params::F32(&self.f32_ptrs),
-            Precision::Bf16Master => {
-                Params::Master(&self.bf16_ptrs, SharedPtr(self.master.as_mut_ptr()))
-            }
-            Precision::Bf16Stochastic => Params::Round(&self.bf16_ptrs, key),
-        };
-        // SAFETY: the caller's contract covers the parameters and the master; m and v hold the
-        // table's total length, and `chunks` is the table's chunk list.
-        unsafe {
-            update_all(
-                &self.chunks,
-                &self.rules,
-                grads,
-                params,
-                &mut self.m,
-                &mut self.v,
-                &UpdateArgs {
-                    masked: self.mask.masked,
-                    scalars,
-                },
-                &mut self.chunk_kept,
-            )
-        };
-        if matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0 {
-            for stats in &mut self.groups {
-                stats.kept = 0;
-            }
-            for (c, kept) in self.chunks.iter().zip(&self.chunk_kept) {
-                if !self.table.dense()[c.tensor] {
-                    self.groups[self.map.group_of[c.tensor] as usize].kept += kept;
-                }
-            }
-        }
-        self.step = step;
-        self.precision = Some(precision);
-    }
-
-    fn report(&self, skipped: bool) -> StepReport {
-        StepReport {
-            skipped,
-            step: self.step,
-            groups: self.groups.clone(),
-            grad_norm: grad_multiplier(&self.adamw, self.sum_sq).1,
-        }
     }
 }

@@ -294,3 +294,23 @@ pub fn state<P: Copy + Into<f32>>(opt: &gradmask::GmtAdamW, params: &[Vec<P>]) -
         step: opt.step_count(),
     }
 }
+
+/// The config most tests use: weight decay, a grad scale, and clipping that is active.
+pub fn clipped_config() -> gradmask::AdamWConfig {
+    gradmask::AdamWConfig {
+        weight_decay: 0.01,
+        grad_scale: Some(8.0),
+        max_grad_norm: Some(0.05),
+        ..gradmask::AdamWConfig::default()
+    }
+}
+
+/// The optimizer's state before a step, with the given parameters.
+pub fn before(opt: &gradmask::GmtAdamW, p: Vec<Vec<f64>>) -> Before {
+    let (m, v) = opt.moments();
+    Before {
+        p,
+        m: m.to_vec(),
+        v: v.to_vec(),
+    }
+}
