@@ -6,6 +6,9 @@
 //! (of the table: lengths, group ids, dense flags) and `checksum` (of every tensor's bytes, in the
 //! order above, then of `"{step}|{precision}|{mask_mode}|{mask_seed}"`), both as 16 hex digits.
 //!
+//! The stochastic-rounding seed is an argument of each `step_bf16_stochastic` call, not state: the
+//! caller passes the same seed after a resume. The parameters themselves are the caller's to save.
+//!
 //! A save writes a temporary file beside the target, fsyncs it, renames it over the target and
 //! fsyncs the directory, so a crash leaves the old checkpoint or the new one. A load reads and
 //! checks everything (format, fingerprint, names, shapes, dtypes, checksum) before it changes any

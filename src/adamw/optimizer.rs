@@ -267,3 +267,9 @@ impl GmtAdamW {
             .check_lengths("gradients", grads.iter().map(|g| g.len()))
     }
 }
+
+// The trainer may move the optimizer to another thread or share it read-only.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GmtAdamW>();
+};
