@@ -7,7 +7,8 @@
 //! Throughput counts 28 bytes per parameter for every variant, the traffic of a fused AdamW step
 //! (f32: read g, p, m, v, write p, m, v; mixed: read bf16 g, f32 master, m, v, write bf16 p, master,
 //! m, v), so GB/s compare directly and the ratio of two GB/s is the ratio of their times.
-//! After criterion, a summary prints the median of repeated steps and the GMT / plain ratio.
+//! After criterion, a summary prints the selection's own time, then the medians of alternating
+//! plain and GMT steps and their ratio.
 //!
 //! Run: `cargo bench --bench step`. Results: benches/NOTES.md, "step (CPU)".
 
@@ -131,19 +132,34 @@ fn bench_step(c: &mut Criterion) {
     group.finish();
 }
 
-/// The median of `runs` steps after two warm-up steps, in seconds.
-fn median_step(setup: &mut Setup, opt: &mut GmtAdamW, precision: Precision, runs: usize) -> f64 {
-    setup.step(opt, precision);
-    setup.step(opt, precision);
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            setup.step(opt, precision);
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
+/// Median seconds of one step of `plain` and of `gmt`, over `runs` alternating pairs after two
+/// warm-up steps each. Alternating keeps the ratio fair when other work shares the machine.
+fn median_steps(
+    setup: &mut Setup,
+    plain: &mut GmtAdamW,
+    gmt: &mut GmtAdamW,
+    precision: Precision,
+    runs: usize,
+) -> (f64, f64) {
+    for _ in 0..2 {
+        setup.step(plain, precision);
+        setup.step(gmt, precision);
+    }
+    let mut time = |opt: &mut GmtAdamW| {
+        let start = Instant::now();
+        setup.step(opt, precision);
+        start.elapsed().as_secs_f64()
+    };
+    let (mut t_plain, mut t_gmt) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        t_plain.push(time(plain));
+        t_gmt.push(time(gmt));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(t_plain), median(t_gmt))
 }
 
 fn summary() {
@@ -173,8 +189,7 @@ fn summary() {
     for precision in PRECISIONS {
         let mut plain = setup.optimizer(0.0);
         let mut gmt = setup.optimizer(RATIO);
-        let t_plain = median_step(&mut setup, &mut plain, precision, 9);
-        let t_gmt = median_step(&mut setup, &mut gmt, precision, 9);
+        let (t_plain, t_gmt) = median_steps(&mut setup, &mut plain, &mut gmt, precision, 15);
         let gbps = |t: f64| (BYTES_PER_PARAM * total) as f64 / t / 1e9;
         println!(
             "{precision:?}: plain {:.1} ms ({:.2} GB/s), gmt {:.1} ms ({:.2} GB/s), gmt/plain {:.2}x",
