@@ -137,6 +137,13 @@ fn gmt_that_keeps_everything_equals_mask_off_bit_for_bit() {
                 .unwrap();
             assert!(report.groups.iter().all(|g| g.kept == g.len));
             norms.push(report.grad_norm.to_bits());
+            // The scan's per-group stats equal the selection's.
+            norms.extend(
+                report
+                    .groups
+                    .iter()
+                    .flat_map(|g| [g.len, g.kept, g.sum_sq.to_bits(), g.non_finite]),
+            );
         }
         results.push((
             params

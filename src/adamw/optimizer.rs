@@ -64,6 +64,10 @@ pub struct GmtAdamW {
     pub(super) master: Vec<f32>,
     // Workspace, sized once.
     pub(super) chunks: Vec<Chunk>,
+    /// Non-dense chunk ids by selection group, in chunk order: group g owns
+    /// `group_chunks[group_chunk_off[g]..group_chunk_off[g + 1]]`.
+    pub(super) group_chunks: Vec<usize>,
+    pub(super) group_chunk_off: Vec<usize>,
     pub(super) rules: Vec<KeepRule>,
     pub(super) chunk_sum_sq: Vec<f64>,
     pub(super) chunk_non_finite: Vec<u64>,
@@ -84,6 +88,15 @@ impl GmtAdamW {
         let map = GroupMap::new(&table, mask.scope);
         let chunks = chunk_list(&table);
         let (n, total) = (table.len(), table.total_len() as usize);
+        let mut group_chunk_off = vec![0usize; map.n_groups() + 1];
+        let mut group_chunks = Vec::new();
+        for (g, off) in group_chunk_off.iter_mut().skip(1).enumerate() {
+            group_chunks.extend((0..chunks.len()).filter(|&c| {
+                let tensor = chunks[c].tensor;
+                map.group_of[tensor] as usize == g && !table.dense()[tensor]
+            }));
+            *off = group_chunks.len();
+        }
         let mut opt = GmtAdamW {
             selector: None,
             frozen: vec![false; n],
@@ -101,6 +114,8 @@ impl GmtAdamW {
             groups: vec![GroupStats::default(); map.n_groups()],
             sum_sq: 0.0,
             chunks,
+            group_chunks,
+            group_chunk_off,
             map,
             table,
             adamw,

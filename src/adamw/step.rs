@@ -61,25 +61,18 @@ impl GmtAdamW {
                     sum_sq_and_non_finite(&grads[c.tensor][c.start..][..c.len]);
             });
         self.sum_sq = self.chunk_sum_sq.iter().sum();
-        let dense = self.table.dense();
         for (g, stats) in self.groups.iter_mut().enumerate() {
-            let mine = || {
-                chunks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| self.map.group_of[c.tensor] as usize == g && !dense[c.tensor])
-            };
+            let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
             let len = self.map.group_len[g];
-            let target = kept_target(len, self.mask.mask_ratio);
             let random = self.mask.mask_ratio > 0.0;
             *stats = GroupStats {
                 len,
-                target,
+                target: kept_target(len, self.mask.mask_ratio),
                 kept: if random { 0 } else { len },
                 threshold_key: 0,
                 threshold: if random { f32::NAN } else { 0.0 },
-                sum_sq: mine().map(|(id, _)| self.chunk_sum_sq[id]).sum(),
-                non_finite: mine().map(|(id, _)| self.chunk_non_finite[id]).sum(),
+                sum_sq: mine.iter().map(|&c| self.chunk_sum_sq[c]).sum(),
+                non_finite: mine.iter().map(|&c| self.chunk_non_finite[c]).sum(),
             };
         }
         self.chunk_non_finite.iter().sum()
