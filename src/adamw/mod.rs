@@ -11,6 +11,15 @@
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
 //!   [`table_fingerprint`].
 //!
+//! For the CUDA backend (DESIGN.md §3): a fused kernel mirrors [`math::masked_update`] line for
+//! line (compiled without FMA contraction to match bit for bit), takes [`math::StepScalars`]
+//! (`repr(C)`) by value, decides `keep` per tensor as `cpu::KeepRule` does (dense: all; GMT:
+//! `key >= threshold_key` of the tensor's group; random: the draw of [`crate::rng`] against
+//! `rng::random_cut(ratio)`; frozen: nothing written), rounds bf16 parameters with
+//! [`math::bf16_round_nearest`] or [`crate::rng::stochastic_round_bf16`], and reads the skip flag
+//! instead of the host's early return. The global index of an entry is
+//! `table.offsets()[tensor] + i`, so results do not depend on the launch geometry.
+//!
 //! ```
 //! use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, TensorTable};
 //!
