@@ -16,6 +16,38 @@ const BLOCK: usize = 512;
 /// Entries per step of the window loop (one vector iteration's worth of lanes).
 const LANES: usize = 16;
 
+/// Adds the squares of `values` to the canonical lanes: entry i goes to lane `i % LANES`, in
+/// order, with a separate multiply and add (no FMA). Every pass-1 variant sums this way and reduces
+/// with [`reduce_lanes`], so the sum of g^2 has the same bits whichever variant ran.
+#[inline(always)]
+fn add_squares<T: GradElem>(lanes: &mut [f64; LANES], values: &[T]) {
+    let mut blocks = values.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (lane, x) in lanes.iter_mut().zip(block) {
+            let f = f64::from(x.to_f32());
+            *lane += f * f;
+        }
+    }
+    for (lane, x) in lanes.iter_mut().zip(blocks.remainder()) {
+        let f = f64::from(x.to_f32());
+        *lane += f * f;
+    }
+}
+
+/// The canonical reduction of the lanes: a fixed pairwise tree.
+#[inline(always)]
+fn reduce_lanes(lanes: &[f64; LANES]) -> f64 {
+    let mut width = LANES;
+    let mut partial = *lanes;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            partial[i] += partial[i + width];
+        }
+    }
+    partial[0]
+}
+
 /// A range of keys `[lo, lo + span]`: the keys of a run of first-digit bins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyWindow {
@@ -88,6 +120,35 @@ pub fn window_pass<T: GradElem>(
     window_body(data, window, non_finite_key, out)
 }
 
+/// The sum of g^2 (canonical lanes, the same bits as pass 1's) and the count of Inf/NaN entries of
+/// `data`: what pass 1 reports for a chunk, without the selection. The optimizer's mask-off scan.
+pub(crate) fn sum_sq_and_non_finite<T: GradElem>(data: &[T]) -> (f64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { scan_avx2(data) };
+    }
+    scan_body(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_avx2<T: GradElem>(data: &[T]) -> (f64, u64) {
+    scan_body(data)
+}
+
+#[inline(always)]
+fn scan_body<T: GradElem>(data: &[T]) -> (f64, u64) {
+    let non_finite_key = T::DTYPE.non_finite_key();
+    let mut lanes = [0.0f64; LANES];
+    add_squares(&mut lanes, data);
+    let non_finite = data
+        .iter()
+        .map(|x| u32::from(x.key() >= non_finite_key))
+        .sum::<u32>();
+    (reduce_lanes(&lanes), u64::from(non_finite))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn histogram_avx2<T: GradElem>(
@@ -151,12 +212,20 @@ unsafe fn window_f32_avx512(
             written += inside.count_ones() as usize;
             let low = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr()));
             let high = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr().add(8)));
-            sq_low = _mm512_fmadd_pd(low, low, sq_low);
-            sq_high = _mm512_fmadd_pd(high, high, sq_high);
+            // Multiply, then add: the canonical lanes (see `add_squares`), not an FMA.
+            sq_low = _mm512_add_pd(sq_low, _mm512_mul_pd(low, low));
+            sq_high = _mm512_add_pd(sq_high, _mm512_mul_pd(high, high));
         }
     }
+    let mut lanes = [0.0f64; LANES];
+    // SAFETY: `lanes` holds 16 f64, two unaligned 8-lane stores.
+    unsafe {
+        _mm512_storeu_pd(lanes.as_mut_ptr(), sq_low);
+        _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
+    }
+    add_squares(&mut lanes, blocks.remainder());
     let mut counts = WindowCounts {
-        sum_sq: _mm512_reduce_add_pd(sq_low) + _mm512_reduce_add_pd(sq_high),
+        sum_sq: reduce_lanes(&lanes),
         above,
         non_finite,
         written: Some(written),
@@ -173,7 +242,6 @@ unsafe fn window_f32_avx512(
             ..WindowCounts::default()
         };
     };
-    counts.sum_sq += tail.sum_sq;
     counts.above += tail.above;
     counts.non_finite += tail.non_finite;
     counts.written = Some(written + tail_written);
@@ -185,24 +253,14 @@ fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: 
     let mask = hist.len() - 1;
     debug_assert!(hist.len().is_power_of_two() && spare.len() == hist.len());
     spare.fill(0);
-    let mut lanes = [0.0f64; 8];
+    let mut lanes = [0.0f64; LANES];
     let mut keys = [0u32; BLOCK];
     for block in data.chunks(BLOCK) {
         let keys = &mut keys[..block.len()];
         for (key, x) in keys.iter_mut().zip(block) {
             *key = x.key();
         }
-        let mut eights = block.chunks_exact(8);
-        for eight in &mut eights {
-            for (lane, x) in lanes.iter_mut().zip(eight) {
-                let f = f64::from(x.to_f32());
-                *lane += f * f;
-            }
-        }
-        for x in eights.remainder() {
-            let f = f64::from(x.to_f32());
-            lanes[0] += f * f;
-        }
+        add_squares(&mut lanes, block); // BLOCK is a multiple of LANES: lanes stay canonical
         let mut pairs = keys.chunks_exact(2);
         for pair in &mut pairs {
             hist[(pair[0] >> shift) as usize & mask] += 1;
@@ -215,7 +273,7 @@ fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: 
     for (h, s) in hist.iter_mut().zip(spare.iter()) {
         *h += *s;
     }
-    lanes.chunks(2).map(|pair| pair[0] + pair[1]).sum()
+    reduce_lanes(&lanes)
 }
 
 #[inline(always)]
@@ -258,8 +316,9 @@ fn window_body<T: GradElem>(
             written += n;
         }
     }
+    add_squares(&mut sum_sq, blocks.remainder());
     let mut counts = WindowCounts {
-        sum_sq: sum_sq.iter().sum(),
+        sum_sq: reduce_lanes(&sum_sq),
         above: above.iter().map(|&c| u64::from(c)).sum(),
         non_finite: non_finite.iter().map(|&c| u64::from(c)).sum(),
         written: Some(written),
@@ -268,8 +327,6 @@ fn window_body<T: GradElem>(
         let key = x.key();
         counts.above += u64::from(key > above_key);
         counts.non_finite += u64::from(key >= non_finite_key);
-        let f = f64::from(x.to_f32());
-        counts.sum_sq += f * f;
         if window.contains(key) {
             let Some(slot) = out.get_mut(written) else {
                 return WindowCounts {
@@ -320,10 +377,7 @@ mod tests {
                 (portable.above, portable.non_finite, portable.written),
                 (counts.above, counts.non_finite, counts.written)
             );
-            assert!(
-                portable.sum_sq.is_nan() && counts.sum_sq.is_nan()
-                    || (portable.sum_sq - counts.sum_sq).abs() <= 1e-12 * counts.sum_sq
-            );
+            assert!(portable.sum_sq.to_bits() == counts.sum_sq.to_bits());
             let inside: Vec<u32> = data
                 .iter()
                 .map(|x| x.key())
@@ -343,5 +397,31 @@ mod tests {
             window_pass(&data, window, f32::INFINITY.key(), &mut [0u32; 50]).written,
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod same_sums {
+    use super::*;
+
+    /// Every pass-1 variant and the optimizer's scan give the sum of g^2 the same bits, so that
+    /// GMT that keeps everything equals the mask-off path bit for bit.
+    #[test]
+    fn every_variant_sums_the_same_bits() {
+        for len in [1usize, 15, 16, 17, 511, 512, 513, 1000, 40001, 1 << 20] {
+            let data: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.3e-3)
+                .collect();
+            let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
+            let histogram = first_digit_histogram(&data, 19, &mut hist, &mut spare);
+            let window = KeyWindow::from_bins(100, 102, 19);
+            let mut out = vec![0u32; len + 64];
+            let fast = window_pass(&data, window, f32::INFINITY.key(), &mut out).sum_sq;
+            let portable = window_body(&data, window, f32::INFINITY.key(), &mut out).sum_sq;
+            let scan = sum_sq_and_non_finite(&data).0;
+            for other in [fast, portable, scan] {
+                assert_eq!(other.to_bits(), histogram.to_bits(), "len {len}");
+            }
+        }
     }
 }
