@@ -1,0 +1,36 @@
+//! The fused masked AdamW and `GmtAdamW`, the optimizer that ties selection and update together
+//! (DESIGN.md §1, §3).
+//!
+//! - [`config`]: [`AdamWConfig`], [`MaskMode`], [`StepReport`] and input checks.
+//! - [`math`]: the update of one entry ([`math::masked_update`]) and the per-step scalars
+//!   ([`math::StepScalars`]): the one formula the CPU engine and the CUDA kernel share.
+//! - `cpu`: the work list of chunks and the rayon pass that applies the update to every tensor.
+//! - `optimizer`: [`GmtAdamW`] and [`Precision`].
+//! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
+//!   [`table_fingerprint`].
+//!
+//! ```
+//! use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, TensorTable};
+//!
+//! let table = TensorTable::per_tensor(&[4, 3])?;
+//! let mask = MaskConfig { mask_ratio: 0.5, ..MaskConfig::default() };
+//! let mut opt = GmtAdamW::new(table, AdamWConfig::default(), mask)?;
+//! let (mut a, mut b) = (vec![1.0f32; 4], vec![1.0f32; 3]);
+//! let (ga, gb) = ([0.1f32, -0.4, 0.3, 0.0], [2.0f32, 0.0, -1.0]);
+//! let report = opt.step(&mut [&mut a[..], &mut b[..]], &[&ga[..], &gb[..]], 1e-3)?;
+//! assert!(!report.skipped);
+//! assert_eq!(report.groups[0].kept, 2); // -0.4 and 0.3
+//! assert!((a[1] - 1.001).abs() < 1e-6); // a kept entry moves by lr at step 1 (g < 0: up)
+//! assert_eq!(a[0], 1.0); // a masked one (ZeroGrad, no weight decay, m = 0) does not move
+//! # Ok::<(), gradmask::Error>(())
+//! ```
+
+mod checkpoint;
+pub mod config;
+mod cpu;
+pub mod math;
+mod optimizer;
+
+pub use checkpoint::table_fingerprint;
+pub use config::{AdamWConfig, MaskMode, StepReport};
+pub use optimizer::{GmtAdamW, Precision};
