@@ -58,26 +58,28 @@ pub(crate) enum KeepRule {
     Frozen,
 }
 
-/// Sum of g^2 (f64, four lanes added as `(l0 + l1) + (l2 + l3)`, the CPU selector's order) and
-/// count of Inf/NaN entries of `grads`.
+/// Sum of g^2 (f64, in the CPU selector's order: eight lanes over runs of 8 entries, the last
+/// partial run into lane 0, added as `((l0 + l1) + (l2 + l3)) + ...`, see
+/// `cpu::radix::first_digit_histogram`) and count of Inf/NaN entries of `grads`.
 pub(crate) fn sum_sq_and_non_finite<G: GradElem>(grads: &[G]) -> (f64, u64) {
     let non_finite_key = G::DTYPE.non_finite_key();
-    let mut lanes = [0.0f64; 4];
+    let mut lanes = [0.0f64; 8];
     let mut non_finite = 0u64;
-    let mut quads = grads.chunks_exact(4);
-    for quad in &mut quads {
-        for (lane, x) in lanes.iter_mut().zip(quad) {
+    let mut eights = grads.chunks_exact(8);
+    for eight in &mut eights {
+        for (lane, x) in lanes.iter_mut().zip(eight) {
             let f = f64::from(x.to_f32());
             *lane += f * f;
             non_finite += u64::from(x.key() >= non_finite_key);
         }
     }
-    for &x in quads.remainder() {
+    for &x in eights.remainder() {
         let f = f64::from(x.to_f32());
         lanes[0] += f * f;
         non_finite += u64::from(x.key() >= non_finite_key);
     }
-    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]), non_finite)
+    let sum_sq = lanes.chunks(2).map(|pair| pair[0] + pair[1]).sum();
+    (sum_sq, non_finite)
 }
 
 /// Where one chunk's parameters live and how a new value is stored.
