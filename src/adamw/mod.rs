@@ -8,6 +8,8 @@
 //! - `optimizer`: [`GmtAdamW`] and [`Precision`].
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
 //!   [`table_fingerprint`].
+//! - `state`: the state as flat host vectors, through which the CUDA optimizer
+//!   ([`crate::cuda::CudaGmtAdamW`]) writes and reads the same checkpoints.
 //!
 //! ```
 //! use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, TensorTable};
@@ -30,7 +32,9 @@ pub mod config;
 mod cpu;
 pub mod math;
 mod optimizer;
+mod state;
 
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};
 pub use optimizer::{GmtAdamW, Precision};
+pub(crate) use state::HostState;
