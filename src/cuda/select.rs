@@ -209,8 +209,8 @@ impl CudaSelector {
 
     /// Whether the uploaded work list describes gradients at `addresses` of `dtype` (the last
     /// selection's buffers), so that a kernel walking it reads those gradients.
-    pub(crate) fn is_bound_to(&self, addresses: &[u64], dtype: DType) -> bool {
-        self.last_dtype == Some(dtype) && self.bound == addresses
+    pub(crate) fn is_bound_to(&self, addresses: impl Iterator<Item = u64>, dtype: DType) -> bool {
+        self.last_dtype == Some(dtype) && self.bound.iter().copied().eq(addresses)
     }
 
     /// Enqueues the selection of `grads` (one buffer per tensor, in table order, on this

@@ -127,8 +127,8 @@ impl CudaGmtAdamW {
             self.table_dirty = true;
         }
         if reuse_selection {
-            let addresses: Vec<u64> = grads.iter().map(|g| g.device_ptr(&self.stream).0).collect();
-            if self.last_random.is_none() || !self.selector.is_bound_to(&addresses, G::DTYPE) {
+            let addresses = grads.iter().map(|g| g.device_ptr(&self.stream).0);
+            if self.last_random.is_none() || !self.selector.is_bound_to(addresses, G::DTYPE) {
                 return Err(Error::InvalidConfig {
                     name: "step_reusing_selection_async gradients",
                     value: 0.0,
