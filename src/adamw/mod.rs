@@ -10,6 +10,8 @@
 //!   [`Precision`]; `step`: the stages of a step (selection or scan, fused update, report).
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
 //!   [`table_fingerprint`].
+//! - `state`: the state as flat host vectors, through which the CUDA optimizer
+//!   ([`crate::cuda::CudaGmtAdamW`]) writes and reads the same checkpoints.
 //!
 //! For the CUDA backend (DESIGN.md §3): a fused kernel mirrors [`math::masked_update`] line for
 //! line (compiled without FMA contraction to match bit for bit), takes [`math::StepScalars`]
@@ -42,8 +44,10 @@ mod cpu;
 pub mod math;
 mod optimizer;
 mod slots;
+mod state;
 mod step;
 
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};
 pub use optimizer::{GmtAdamW, Precision};
+pub(crate) use state::HostState;

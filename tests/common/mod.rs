@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod adamw_ref;
+pub mod cuda_steps;
 
 use gradmask::{DType, GradElem, GroupMap, Scope, TensorTable, KEEP_NONE};
 use half::{bf16, f16};

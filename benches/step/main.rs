@@ -12,8 +12,9 @@
 //!
 //! Run: `cargo bench --bench step`. Results: benches/NOTES.md, "step (CPU)".
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
+mod cuda;
 
 use std::time::Instant;
 
@@ -203,9 +204,11 @@ fn summary() {
 }
 
 criterion_group!(benches, bench_step);
+criterion_group!(cuda_benches, cuda::cuda);
 
 fn main() {
     benches();
+    cuda_benches();
     Criterion::default().configure_from_args().final_summary();
     // Not when profiling one benchmark (`--profile-time`) or when a filter picks some.
     let args: Vec<String> = std::env::args().skip(1).collect();
