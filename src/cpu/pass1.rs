@@ -113,6 +113,13 @@ pub fn window_pass<T: GradElem>(
         return unsafe { window_f32_avx512(data, window, non_finite_key, out) };
     }
     #[cfg(target_arch = "x86_64")]
+    if T::DTYPE != crate::DType::F32 && std::is_x86_feature_detected!("avx512f") {
+        let bits: &[u16] = bytemuck::cast_slice(data);
+        let bf16 = T::DTYPE == crate::DType::BF16;
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { window_u16_avx512(bits, bf16, window, non_finite_key, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { window_avx2(data, window, non_finite_key, out) };
@@ -246,6 +253,89 @@ unsafe fn window_f32_avx512(
     counts.non_finite += tail.non_finite;
     counts.written = Some(written + tail_written);
     counts
+}
+
+/// The window pass for bf16 and f16 with AVX-512: the 16-bit patterns are widened to 32-bit keys,
+/// then counted and compressed as in [`window_f32_avx512`]; the values are widened to f64 for the
+/// canonical sum of squares (bf16: a shift; f16: `vcvtph2ps`, exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn window_u16_avx512(
+    bits: &[u16],
+    bf16: bool,
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> WindowCounts {
+    use std::arch::x86_64::*;
+    let sign_mask = _mm512_set1_epi32(0x7fff);
+    let lo = _mm512_set1_epi32(window.lo as i32);
+    let span = _mm512_set1_epi32(window.span as i32);
+    let top = _mm512_set1_epi32(window.lo.wrapping_add(window.span) as i32);
+    let non_finite_at = _mm512_set1_epi32(non_finite_key as i32);
+    let (mut above, mut non_finite, mut written) = (0u64, 0u64, 0usize);
+    let (mut sq_low, mut sq_high) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let mut blocks = bits.chunks_exact(LANES);
+    for block in &mut blocks {
+        if written + LANES > out.len() {
+            return WindowCounts {
+                written: None,
+                ..WindowCounts::default()
+            };
+        }
+        // SAFETY: `block` holds 16 u16 (32 bytes) and `out[written..written + 16]` is in bounds
+        // (checked above); unaligned loads and stores are used throughout.
+        unsafe {
+            let raw16 = _mm256_loadu_si256(block.as_ptr().cast());
+            let raw = _mm512_cvtepu16_epi32(raw16);
+            let keys = _mm512_and_si512(raw, sign_mask);
+            above += u64::from(_mm512_cmpgt_epu32_mask(keys, top).count_ones());
+            non_finite += u64::from(_mm512_cmpge_epu32_mask(keys, non_finite_at).count_ones());
+            let inside = _mm512_cmple_epu32_mask(_mm512_sub_epi32(keys, lo), span);
+            _mm512_storeu_si512(
+                out.as_mut_ptr().add(written).cast(),
+                _mm512_maskz_compress_epi32(inside, keys),
+            );
+            written += inside.count_ones() as usize;
+            let values = if bf16 {
+                _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16))
+            } else {
+                _mm512_cvtph_ps(raw16)
+            };
+            let as_pd = _mm512_castps_pd(values);
+            let low = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
+            let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(as_pd, 1)));
+            sq_low = _mm512_add_pd(sq_low, _mm512_mul_pd(low, low));
+            sq_high = _mm512_add_pd(sq_high, _mm512_mul_pd(high, high));
+        }
+    }
+    let mut lanes = [0.0f64; LANES];
+    // SAFETY: `lanes` holds 16 f64, two unaligned 8-lane stores.
+    unsafe {
+        _mm512_storeu_pd(lanes.as_mut_ptr(), sq_low);
+        _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
+    }
+    let tail = if bf16 {
+        let tail: &[half::bf16] = bytemuck::cast_slice(blocks.remainder());
+        add_squares(&mut lanes, tail);
+        window_body(tail, window, non_finite_key, &mut out[written..])
+    } else {
+        let tail: &[half::f16] = bytemuck::cast_slice(blocks.remainder());
+        add_squares(&mut lanes, tail);
+        window_body(tail, window, non_finite_key, &mut out[written..])
+    };
+    let Some(tail_written) = tail.written else {
+        return WindowCounts {
+            written: None,
+            ..WindowCounts::default()
+        };
+    };
+    WindowCounts {
+        sum_sq: reduce_lanes(&lanes),
+        above: above + tail.above,
+        non_finite: non_finite + tail.non_finite,
+        written: Some(written + tail_written),
+    }
 }
 
 #[inline(always)]
@@ -404,6 +494,31 @@ mod tests {
 mod same_sums {
     use super::*;
 
+    /// 16-bit types: every variant's sums, counts and copies agree (shift 3: 12 + 3 bits).
+    fn same_for<T: GradElem>(data: &[T], len: usize) {
+        let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
+        let histogram = first_digit_histogram(data, 3, &mut hist, &mut spare);
+        let window =
+            KeyWindow::from_bins(data[len / 2].key() >> 3, (data[len / 2].key() >> 3) + 2, 3);
+        let (mut out, mut portable_out) = (vec![0u32; len + 64], vec![0u32; len + 64]);
+        let nf = T::DTYPE.non_finite_key();
+        let fast = window_pass(data, window, nf, &mut out);
+        let portable = window_body(data, window, nf, &mut portable_out);
+        assert_eq!(fast.sum_sq.to_bits(), histogram.to_bits(), "len {len}");
+        assert_eq!(portable.sum_sq.to_bits(), histogram.to_bits(), "len {len}");
+        assert_eq!(
+            (fast.above, fast.non_finite, fast.written),
+            (portable.above, portable.non_finite, portable.written)
+        );
+        let n = fast.written.unwrap();
+        assert_eq!(&out[..n], &portable_out[..n]);
+        let above = data
+            .iter()
+            .filter(|x| x.key() > window.lo + window.span)
+            .count() as u64;
+        assert_eq!(fast.above, above);
+    }
+
     /// Every pass-1 variant and the optimizer's scan give the sum of g^2 the same bits, so that
     /// GMT that keeps everything equals the mask-off path bit for bit.
     #[test]
@@ -422,6 +537,10 @@ mod same_sums {
             for other in [fast, portable, scan] {
                 assert_eq!(other.to_bits(), histogram.to_bits(), "len {len}");
             }
+            let halves: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
+            same_for(&halves, len);
+            let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            same_for(&halves, len);
         }
     }
 }
