@@ -37,7 +37,15 @@ for line in open(sys.argv[1]):
         print("packed", dest)
 PY
   cp -r scripts/peers .gpu/peers
+  # The device tool carries at most 64 MiB: drop the debug info.
+  strip --strip-debug .gpu/bin/*
   du -sh .gpu
+  local kib
+  kib=$(du -sk .gpu | cut -f1)
+  if [ "$kib" -gt 60000 ]; then
+    echo "gpu-check: .gpu is ${kib} KiB, over the 64 MiB the device tool carries" >&2
+    exit 1
+  fi
 }
 
 run() {
