@@ -2,7 +2,8 @@
 //!
 //! CPU cases, on the shapes of Llama-3.2-1B scaled down 12x (146 tensors, ~103M f32 entries, 412 MB,
 //! far beyond any cache), log-normal magnitudes, mask ratio 0.2:
-//! - `gmt_select/*`: `CpuSelector::select` per tensor (with and without speculation) and global;
+//! - `gmt_select/*`: `CpuSelector::select` per tensor (speculating from the previous call, from a
+//!   sample as a first call does, or not at all) and global;
 //! - `naive_select_nth/serial`, `naive_select_nth/parallel`: copy |g| and `select_nth_unstable`
 //!   per tensor (the baseline of the foundation issue), serial and rayon over tensors;
 //! - `plain_read_sum`: one parallel read of every gradient (a sum), the floor for any exact method.
@@ -82,6 +83,22 @@ fn cpu(c: &mut Criterion) {
             selector.n_groups()
         );
     }
+    // A first call: no previous buckets, the windows come from a sample of the gradients.
+    let mut selector = CpuSelector::new(&table, Scope::PerTensor);
+    group.bench_function(
+        BenchmarkId::new("gmt_select", "PerTensor_first_call"),
+        |b| {
+            b.iter(|| {
+                selector.forget_previous_buckets();
+                black_box(selector.select(next(), MASK_RATIO).unwrap().groups[0].threshold_key)
+            })
+        },
+    );
+    eprintln!(
+        "  window hits in the last call: {} of {} groups",
+        selector.window_hits(),
+        selector.n_groups()
+    );
     group.bench_function(BenchmarkId::new("naive_select_nth", "serial"), |b| {
         let mut scratch = Vec::new();
         b.iter(|| {

@@ -1,5 +1,6 @@
 // Structs shared by the kernels and the host. Mirrored by src/cuda/types.rs (#[repr(C)]);
-// both sides assert the sizes. Keep every field naturally aligned and the structs padded to 8 bytes.
+// both sides assert the sizes. Keep every field naturally aligned and the structs padded to 8 bytes
+// (GmStepScalars excepted: it mirrors an existing 36-byte Rust struct).
 #pragma once
 #include <cstdint>
 
@@ -50,6 +51,52 @@ struct GmStep {
     unsigned long long cand_cap;    // capacity of the candidate buffer; set once
 };
 
+// One parameter tensor of the optimizer (kernels/adamw.cu): where its state lives. Built on the host
+// when a step sees other parameter addresses, other frozen flags or new master weights.
+struct GmParamTensor {
+    unsigned long long d_param;   // device address of the tensor's first parameter (f32 or bf16)
+    unsigned long long d_m;       // its first moment (f32); the optimizer's buffer, 16-byte aligned
+    unsigned long long d_v;       // its second moment (f32), 16-byte aligned
+    unsigned long long d_master;  // its f32 master weights (0 without), 16-byte aligned
+    unsigned long long first;     // global index of its first entry (TensorTable::offsets)
+    unsigned int frozen;          // 1: never updated (HFT's fixed freezing)
+    unsigned int pad;
+};
+
+// The scalars of one AdamW step: src/adamw/math.rs StepScalars, field for field (passed by value;
+// 9 floats, so 4-byte aligned like its Rust twin).
+struct GmStepScalars {
+    float grad_mul;         // clip_coef / grad_scale (replaced on the device when clipping)
+    float beta1;
+    float one_minus_beta1;
+    float beta2;
+    float one_minus_beta2;
+    float decay;            // 1 - lr * weight_decay
+    float step_size;        // lr / (1 - beta1^t)
+    float inv_sqrt_bc2;     // 1 / sqrt(1 - beta2^t)
+    float eps;
+};
+
+// Which entries the optimizer keeps (GmAdamWArgs.keep_rule); dense tensors always keep everything.
+#define GM_KEEP_THRESHOLD 0u  // key(g) >= the group's threshold_key (GMT; key 0 after mask ratio 0)
+#define GM_KEEP_RANDOM 1u     // rng draw(random_key, global index) >= random_cut
+
+// The rest of one optimizer step's arguments (passed by value).
+struct GmAdamWArgs {
+    unsigned long long random_key;  // rng::stream(mask_seed, step), for GM_KEEP_RANDOM
+    unsigned long long random_cut;  // rng::random_cut(mask_ratio), in [0, 2^32]
+    unsigned long long round_key;   // rng::stream(seed ^ ROUNDING_DOMAIN, step), for stochastic rounding
+    double max_grad_norm;           // with clip: grad_mul = min(1, max / (norm + 1e-6)) / grad_scale
+    double grad_scale;              // 1 when the config has none
+    unsigned int keep_rule;         // GM_KEEP_*
+    unsigned int freeze;            // 1: MaskedUpdate::Freeze, 0: ZeroGrad
+    unsigned int clip;              // 1: grad_mul comes from GmStep.sum_sq, on the device
+    unsigned int init_master;       // 1: the master weights start as the bf16 parameters (first step)
+};
+
 static_assert(sizeof(GmChunk) == 32, "GmChunk layout is mirrored in src/cuda/types.rs");
 static_assert(sizeof(GmGroup) == 104, "GmGroup layout is mirrored in src/cuda/types.rs");
 static_assert(sizeof(GmStep) == 32, "GmStep layout is mirrored in src/cuda/types.rs");
+static_assert(sizeof(GmParamTensor) == 48, "GmParamTensor layout is mirrored in src/cuda/types.rs");
+static_assert(sizeof(GmStepScalars) == 36, "GmStepScalars layout is src/adamw/math.rs StepScalars");
+static_assert(sizeof(GmAdamWArgs) == 56, "GmAdamWArgs layout is mirrored in src/cuda/types.rs");

@@ -37,7 +37,15 @@ for line in open(sys.argv[1]):
         print("packed", dest)
 PY
   cp -r scripts/peers .gpu/peers
+  # The device tool carries at most 64 MiB: drop the debug info.
+  strip --strip-debug .gpu/bin/*
   du -sh .gpu
+  local kib
+  kib=$(du -sk .gpu | cut -f1)
+  if [ "$kib" -gt 60000 ]; then
+    echo "gpu-check: .gpu is ${kib} KiB, over the 64 MiB the device tool carries" >&2
+    exit 1
+  fi
 }
 
 run() {
@@ -63,6 +71,8 @@ run() {
       $bin/test-select_cuda --test-threads=1 a_planted_nan the_same_input_twice bad_inputs
     [ -x $bin/test-select_cuda ] && step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 \
       $bin/test-select_cuda --test-threads=1 a_planted_nan
+    [ -x $bin/test-adamw_cuda ] && step memcheck_adamw 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+      $bin/test-adamw_cuda --test-threads=1 misaligned non_finite rejected
   fi
   [ -x $bin/bench-select ] && step select_bench 150 $bin/bench-select --bench select_cuda
   [ -x $bin/bench-step ] && step step_bench 150 $bin/bench-step --bench cuda

@@ -42,6 +42,13 @@ pub enum Error {
     /// Buffers of another element type than the one this object was built for.
     #[error("dtype mismatch: expected {expected:?}, got {got:?}")]
     DTypeMismatch { expected: DType, got: DType },
+    /// A step of another parameter precision than the one this optimizer's state was built with
+    /// (f32, bf16 with master weights, bf16 with stochastic rounding).
+    #[error("precision mismatch: the optimizer holds {expected} state, the step is {got}")]
+    PrecisionMismatch {
+        expected: &'static str,
+        got: &'static str,
+    },
     /// No CUDA driver library could be loaded on this machine.
     #[error("no CUDA driver (libcuda) was found on this machine")]
     NoDriver,

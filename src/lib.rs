@@ -12,10 +12,16 @@
 //! - [`dtype`]: [`DType`] and [`GradElem`], the sign-less |g| keys of f32, bf16 and f16.
 //! - [`select`]: [`Selection`] and [`GroupStats`], the result of one selection.
 //! - [`cpu`]: [`CpuSelector`], the exact CPU engine (rayon).
-//! - [`cuda`]: [`cuda::CudaSelector`], the same selection in CUDA kernels over cudarc buffers.
+//! - [`cuda`]: [`cuda::CudaSelector`], the same selection in CUDA kernels over cudarc buffers, and
+//!   [`cuda::CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
+//! - [`adamw`]: [`GmtAdamW`] (selection plus the fused masked AdamW, checkpoints), [`AdamWConfig`],
+//!   [`MaskMode`], [`StepReport`], and [`adamw::math`], the per-entry update a kernel mirrors.
+//! - [`rng`]: the counter-based hash keyed by (seed, step, global index) behind the random mask
+//!   and stochastic rounding, with its bit recipe for the CUDA side.
 //! - [`tuning`]: radix digit widths and launch constants, mirrored from `kernels/tuning.cuh`.
 //! - [`error`]: [`Error`], the one error type.
-//! - `kernels/` (CUDA C++): `tuning.cuh`, `select.cu` (histogram and radix refinement kernels).
+//! - `kernels/` (CUDA C++): `tuning.cuh`, `gm_types.cuh` (structs shared with the host), `select.cu`
+//!   (histogram and radix refinement kernels), `adamw.cu` (the fused masked AdamW).
 //!
 //! ```
 //! use gradmask::{CpuSelector, Scope, TensorTable};
@@ -37,15 +43,18 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod adamw;
 pub mod config;
 pub mod cpu;
 pub mod cuda;
 pub mod dtype;
 pub mod error;
+pub mod rng;
 pub mod select;
 pub mod table;
 pub mod tuning;
 
+pub use adamw::{AdamWConfig, GmtAdamW, MaskMode, Precision, StepReport};
 pub use config::{MaskConfig, MaskedUpdate, Scope};
 pub use cpu::CpuSelector;
 pub use dtype::{DType, GradElem};

@@ -10,9 +10,8 @@
 //! - `problems.rs`: the word-problem generator; `data.rs`: JSONL, split, tokens, batches.
 //! - `tokenizer.rs`: character-level and Hugging Face tokenizers.
 //! - `config.rs`, `model.rs`: our differentiable Llama; `hf.rs`, `gguf.rs`: loading (and saving).
-//! - `train.rs`: the loop; `optim.rs`: the only caller of the crate's `GmtAdamW`
-//!   (`standin_adamw.rs` stands in for it until branch `adamw` lands); `methods.rs`: SFT, GMT,
-//!   random, HFT, one-off drop as optimizer set-ups.
+//! - `train.rs`: the loop; `optim.rs`: the only caller of the crate's `GmtAdamW`; `methods.rs`:
+//!   SFT, GMT, random, HFT, one-off drop as optimizer set-ups.
 //! - `eval.rs`: loss, exact match, perplexity; `checkpoint.rs`: save and `--resume`.
 //! - `metrics.rs`, `report.rs`, `plot.rs`: metrics.jsonl, summary.json, the table, PNG plots.
 
@@ -32,7 +31,6 @@ mod plot;
 mod problems;
 mod report;
 mod setup;
-mod standin_adamw;
 #[cfg(test)]
 mod tests;
 mod tokenizer;

@@ -2,18 +2,15 @@
 //! (SFT, GMT, random mask, HFT, one-off drop) steps through here, so the example has no second
 //! optimizer.
 //!
-//! Until branch `adamw` lands, `GmtAdamW` comes from `standin_adamw.rs`, a temporary stand-in with
-//! the same API. Merging it is a one-line change: the `use` below becomes
-//! `pub use gradmask::{AdamWConfig, GmtAdamW, MaskMode, StepReport};` (checked with a trial merge
-//! of `adamw` at 77e598c: the example builds and all its tests pass), then `standin_adamw.rs` and
-//! its `mod` line in main.rs go.
+//! It is a thin layer: host buffers in and out, one `TensorTable` built from the model's
+//! parameter order, and errors with context.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use gradmask::{MaskConfig, TensorTable};
 
-pub use crate::standin_adamw::{AdamWConfig, GmtAdamW, MaskMode, StepReport};
+pub use gradmask::{AdamWConfig, GmtAdamW, MaskMode, StepReport};
 
 /// What the optimizer is built with for one method.
 #[derive(Debug, Clone)]

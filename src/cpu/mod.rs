@@ -7,4 +7,5 @@ pub mod radix;
 mod select;
 mod shared;
 
+pub(crate) use pass1::sum_sq_and_non_finite;
 pub use select::CpuSelector;

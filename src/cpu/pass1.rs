@@ -16,6 +16,38 @@ const BLOCK: usize = 512;
 /// Entries per step of the window loop (one vector iteration's worth of lanes).
 const LANES: usize = 16;
 
+/// Adds the squares of `values` to the canonical lanes: entry i goes to lane `i % LANES`, in
+/// order, with a separate multiply and add (no FMA). Every pass-1 variant sums this way and reduces
+/// with [`reduce_lanes`], so the sum of g^2 has the same bits whichever variant ran.
+#[inline(always)]
+fn add_squares<T: GradElem>(lanes: &mut [f64; LANES], values: &[T]) {
+    let mut blocks = values.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (lane, x) in lanes.iter_mut().zip(block) {
+            let f = f64::from(x.to_f32());
+            *lane += f * f;
+        }
+    }
+    for (lane, x) in lanes.iter_mut().zip(blocks.remainder()) {
+        let f = f64::from(x.to_f32());
+        *lane += f * f;
+    }
+}
+
+/// The canonical reduction of the lanes: a fixed pairwise tree.
+#[inline(always)]
+fn reduce_lanes(lanes: &[f64; LANES]) -> f64 {
+    let mut width = LANES;
+    let mut partial = *lanes;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            partial[i] += partial[i + width];
+        }
+    }
+    partial[0]
+}
+
 /// A range of keys `[lo, lo + span]`: the keys of a run of first-digit bins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyWindow {
@@ -81,11 +113,47 @@ pub fn window_pass<T: GradElem>(
         return unsafe { window_f32_avx512(data, window, non_finite_key, out) };
     }
     #[cfg(target_arch = "x86_64")]
+    if T::DTYPE != crate::DType::F32 && std::is_x86_feature_detected!("avx512f") {
+        let bits: &[u16] = bytemuck::cast_slice(data);
+        let bf16 = T::DTYPE == crate::DType::BF16;
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { window_u16_avx512(bits, bf16, window, non_finite_key, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { window_avx2(data, window, non_finite_key, out) };
     }
     window_body(data, window, non_finite_key, out)
+}
+
+/// The sum of g^2 (canonical lanes, the same bits as pass 1's) and the count of Inf/NaN entries of
+/// `data`: what pass 1 reports for a chunk, without the selection. The optimizer's mask-off scan.
+pub(crate) fn sum_sq_and_non_finite<T: GradElem>(data: &[T]) -> (f64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { scan_avx2(data) };
+    }
+    scan_body(data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_avx2<T: GradElem>(data: &[T]) -> (f64, u64) {
+    scan_body(data)
+}
+
+#[inline(always)]
+fn scan_body<T: GradElem>(data: &[T]) -> (f64, u64) {
+    let non_finite_key = T::DTYPE.non_finite_key();
+    let mut lanes = [0.0f64; LANES];
+    add_squares(&mut lanes, data);
+    let non_finite = data
+        .iter()
+        .map(|x| u32::from(x.key() >= non_finite_key))
+        .sum::<u32>();
+    (reduce_lanes(&lanes), u64::from(non_finite))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -151,12 +219,20 @@ unsafe fn window_f32_avx512(
             written += inside.count_ones() as usize;
             let low = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr()));
             let high = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr().add(8)));
-            sq_low = _mm512_fmadd_pd(low, low, sq_low);
-            sq_high = _mm512_fmadd_pd(high, high, sq_high);
+            // Multiply, then add: the canonical lanes (see `add_squares`), not an FMA.
+            sq_low = _mm512_add_pd(sq_low, _mm512_mul_pd(low, low));
+            sq_high = _mm512_add_pd(sq_high, _mm512_mul_pd(high, high));
         }
     }
+    let mut lanes = [0.0f64; LANES];
+    // SAFETY: `lanes` holds 16 f64, two unaligned 8-lane stores.
+    unsafe {
+        _mm512_storeu_pd(lanes.as_mut_ptr(), sq_low);
+        _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
+    }
+    add_squares(&mut lanes, blocks.remainder());
     let mut counts = WindowCounts {
-        sum_sq: _mm512_reduce_add_pd(sq_low) + _mm512_reduce_add_pd(sq_high),
+        sum_sq: reduce_lanes(&lanes),
         above,
         non_finite,
         written: Some(written),
@@ -173,11 +249,93 @@ unsafe fn window_f32_avx512(
             ..WindowCounts::default()
         };
     };
-    counts.sum_sq += tail.sum_sq;
     counts.above += tail.above;
     counts.non_finite += tail.non_finite;
     counts.written = Some(written + tail_written);
     counts
+}
+
+/// The window pass for bf16 and f16 with AVX-512: the 16-bit patterns are widened to 32-bit keys,
+/// then counted and compressed as in [`window_f32_avx512`]; the values are widened to f64 for the
+/// canonical sum of squares (bf16: a shift; f16: `vcvtph2ps`, exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn window_u16_avx512(
+    bits: &[u16],
+    bf16: bool,
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> WindowCounts {
+    use std::arch::x86_64::*;
+    let sign_mask = _mm512_set1_epi32(0x7fff);
+    let lo = _mm512_set1_epi32(window.lo as i32);
+    let span = _mm512_set1_epi32(window.span as i32);
+    let top = _mm512_set1_epi32(window.lo.wrapping_add(window.span) as i32);
+    let non_finite_at = _mm512_set1_epi32(non_finite_key as i32);
+    let (mut above, mut non_finite, mut written) = (0u64, 0u64, 0usize);
+    let (mut sq_low, mut sq_high) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    let mut blocks = bits.chunks_exact(LANES);
+    for block in &mut blocks {
+        if written + LANES > out.len() {
+            return WindowCounts {
+                written: None,
+                ..WindowCounts::default()
+            };
+        }
+        // SAFETY: `block` holds 16 u16 (32 bytes) and `out[written..written + 16]` is in bounds
+        // (checked above); unaligned loads and stores are used throughout.
+        unsafe {
+            let raw16 = _mm256_loadu_si256(block.as_ptr().cast());
+            let raw = _mm512_cvtepu16_epi32(raw16);
+            let keys = _mm512_and_si512(raw, sign_mask);
+            above += u64::from(_mm512_cmpgt_epu32_mask(keys, top).count_ones());
+            non_finite += u64::from(_mm512_cmpge_epu32_mask(keys, non_finite_at).count_ones());
+            let inside = _mm512_cmple_epu32_mask(_mm512_sub_epi32(keys, lo), span);
+            _mm512_storeu_si512(
+                out.as_mut_ptr().add(written).cast(),
+                _mm512_maskz_compress_epi32(inside, keys),
+            );
+            written += inside.count_ones() as usize;
+            let values = if bf16 {
+                _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16))
+            } else {
+                _mm512_cvtph_ps(raw16)
+            };
+            let as_pd = _mm512_castps_pd(values);
+            let low = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
+            let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(as_pd, 1)));
+            sq_low = _mm512_add_pd(sq_low, _mm512_mul_pd(low, low));
+            sq_high = _mm512_add_pd(sq_high, _mm512_mul_pd(high, high));
+        }
+    }
+    let mut lanes = [0.0f64; LANES];
+    // SAFETY: `lanes` holds 16 f64, two unaligned 8-lane stores.
+    unsafe {
+        _mm512_storeu_pd(lanes.as_mut_ptr(), sq_low);
+        _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
+    }
+    let tail = if bf16 {
+        let tail: &[half::bf16] = bytemuck::cast_slice(blocks.remainder());
+        add_squares(&mut lanes, tail);
+        window_body(tail, window, non_finite_key, &mut out[written..])
+    } else {
+        let tail: &[half::f16] = bytemuck::cast_slice(blocks.remainder());
+        add_squares(&mut lanes, tail);
+        window_body(tail, window, non_finite_key, &mut out[written..])
+    };
+    let Some(tail_written) = tail.written else {
+        return WindowCounts {
+            written: None,
+            ..WindowCounts::default()
+        };
+    };
+    WindowCounts {
+        sum_sq: reduce_lanes(&lanes),
+        above: above + tail.above,
+        non_finite: non_finite + tail.non_finite,
+        written: Some(written + tail_written),
+    }
 }
 
 #[inline(always)]
@@ -185,24 +343,14 @@ fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: 
     let mask = hist.len() - 1;
     debug_assert!(hist.len().is_power_of_two() && spare.len() == hist.len());
     spare.fill(0);
-    let mut lanes = [0.0f64; 8];
+    let mut lanes = [0.0f64; LANES];
     let mut keys = [0u32; BLOCK];
     for block in data.chunks(BLOCK) {
         let keys = &mut keys[..block.len()];
         for (key, x) in keys.iter_mut().zip(block) {
             *key = x.key();
         }
-        let mut eights = block.chunks_exact(8);
-        for eight in &mut eights {
-            for (lane, x) in lanes.iter_mut().zip(eight) {
-                let f = f64::from(x.to_f32());
-                *lane += f * f;
-            }
-        }
-        for x in eights.remainder() {
-            let f = f64::from(x.to_f32());
-            lanes[0] += f * f;
-        }
+        add_squares(&mut lanes, block); // BLOCK is a multiple of LANES: lanes stay canonical
         let mut pairs = keys.chunks_exact(2);
         for pair in &mut pairs {
             hist[(pair[0] >> shift) as usize & mask] += 1;
@@ -215,7 +363,7 @@ fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: 
     for (h, s) in hist.iter_mut().zip(spare.iter()) {
         *h += *s;
     }
-    lanes.chunks(2).map(|pair| pair[0] + pair[1]).sum()
+    reduce_lanes(&lanes)
 }
 
 #[inline(always)]
@@ -258,8 +406,9 @@ fn window_body<T: GradElem>(
             written += n;
         }
     }
+    add_squares(&mut sum_sq, blocks.remainder());
     let mut counts = WindowCounts {
-        sum_sq: sum_sq.iter().sum(),
+        sum_sq: reduce_lanes(&sum_sq),
         above: above.iter().map(|&c| u64::from(c)).sum(),
         non_finite: non_finite.iter().map(|&c| u64::from(c)).sum(),
         written: Some(written),
@@ -268,8 +417,6 @@ fn window_body<T: GradElem>(
         let key = x.key();
         counts.above += u64::from(key > above_key);
         counts.non_finite += u64::from(key >= non_finite_key);
-        let f = f64::from(x.to_f32());
-        counts.sum_sq += f * f;
         if window.contains(key) {
             let Some(slot) = out.get_mut(written) else {
                 return WindowCounts {
@@ -320,10 +467,7 @@ mod tests {
                 (portable.above, portable.non_finite, portable.written),
                 (counts.above, counts.non_finite, counts.written)
             );
-            assert!(
-                portable.sum_sq.is_nan() && counts.sum_sq.is_nan()
-                    || (portable.sum_sq - counts.sum_sq).abs() <= 1e-12 * counts.sum_sq
-            );
+            assert!(portable.sum_sq.to_bits() == counts.sum_sq.to_bits());
             let inside: Vec<u32> = data
                 .iter()
                 .map(|x| x.key())
@@ -343,5 +487,60 @@ mod tests {
             window_pass(&data, window, f32::INFINITY.key(), &mut [0u32; 50]).written,
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod same_sums {
+    use super::*;
+
+    /// 16-bit types: every variant's sums, counts and copies agree (shift 3: 12 + 3 bits).
+    fn same_for<T: GradElem>(data: &[T], len: usize) {
+        let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
+        let histogram = first_digit_histogram(data, 3, &mut hist, &mut spare);
+        let window =
+            KeyWindow::from_bins(data[len / 2].key() >> 3, (data[len / 2].key() >> 3) + 2, 3);
+        let (mut out, mut portable_out) = (vec![0u32; len + 64], vec![0u32; len + 64]);
+        let nf = T::DTYPE.non_finite_key();
+        let fast = window_pass(data, window, nf, &mut out);
+        let portable = window_body(data, window, nf, &mut portable_out);
+        assert_eq!(fast.sum_sq.to_bits(), histogram.to_bits(), "len {len}");
+        assert_eq!(portable.sum_sq.to_bits(), histogram.to_bits(), "len {len}");
+        assert_eq!(
+            (fast.above, fast.non_finite, fast.written),
+            (portable.above, portable.non_finite, portable.written)
+        );
+        let n = fast.written.unwrap();
+        assert_eq!(&out[..n], &portable_out[..n]);
+        let above = data
+            .iter()
+            .filter(|x| x.key() > window.lo + window.span)
+            .count() as u64;
+        assert_eq!(fast.above, above);
+    }
+
+    /// Every pass-1 variant and the optimizer's scan give the sum of g^2 the same bits, so that
+    /// GMT that keeps everything equals the mask-off path bit for bit.
+    #[test]
+    fn every_variant_sums_the_same_bits() {
+        for len in [1usize, 15, 16, 17, 511, 512, 513, 1000, 40001, 1 << 20] {
+            let data: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.3e-3)
+                .collect();
+            let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
+            let histogram = first_digit_histogram(&data, 19, &mut hist, &mut spare);
+            let window = KeyWindow::from_bins(100, 102, 19);
+            let mut out = vec![0u32; len + 64];
+            let fast = window_pass(&data, window, f32::INFINITY.key(), &mut out).sum_sq;
+            let portable = window_body(&data, window, f32::INFINITY.key(), &mut out).sum_sq;
+            let scan = sum_sq_and_non_finite(&data).0;
+            for other in [fast, portable, scan] {
+                assert_eq!(other.to_bits(), histogram.to_bits(), "len {len}");
+            }
+            let halves: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
+            same_for(&halves, len);
+            let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            same_for(&halves, len);
+        }
     }
 }

@@ -19,8 +19,10 @@
 //! select, so the result is the same bit for bit. All buffers are sized in `new`; `select`
 //! allocates nothing.
 
+use rayon::prelude::*;
+
 use super::radix::{GroupState, Stage};
-use crate::config::validate_ratio;
+use crate::config::{kept_target, validate_ratio};
 use crate::select::{GroupStats, Selection};
 use crate::table::{GroupMap, TensorTable};
 use crate::tuning::{CPU_CHUNK_LEN, FIRST_DIGIT_BINS, FIRST_DIGIT_BITS};
@@ -30,6 +32,11 @@ use crate::{DType, GradElem, Result, Scope};
 pub(super) const SPECULATE_MIN_LEN: u64 = 1 << 16;
 /// First-digit bins on each side of the previous bucket that a window covers.
 pub(super) const WINDOW_HALF_WIDTH: u32 = 1;
+/// The same for a first call, whose window comes from a sample (a wider guess).
+pub(super) const SAMPLED_HALF_WIDTH: u32 = 2;
+/// The sample of a first call: `SAMPLE_RUNS` runs of `SAMPLE_RUN` consecutive entries.
+const SAMPLE_RUNS: usize = 64;
+const SAMPLE_RUN: usize = 64;
 
 /// A run of at most `CPU_CHUNK_LEN` entries of one tensor.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +177,12 @@ impl CpuSelector {
         self.speculate = on;
     }
 
+    /// Forgets the previous call's buckets: the next call speculates from a sample of the
+    /// gradients, as a first call does (for benchmarks of a first step, or after a jump).
+    pub fn forget_previous_buckets(&mut self) {
+        self.previous_bin.fill(None);
+    }
+
     /// Groups of the last call whose bucket fell inside their window, so pass 1 was the only read.
     pub fn window_hits(&self) -> usize {
         self.states.iter().filter(|s| s.in_window).count()
@@ -198,7 +211,7 @@ impl CpuSelector {
         self.table
             .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
         let shift = T::DTYPE.key_bits() - FIRST_DIGIT_BITS;
-        self.plan_windows(T::DTYPE);
+        self.plan_windows(grads, mask_ratio, shift);
         self.first_pass(grads, shift, false);
         self.choose_first_buckets(mask_ratio, shift, false);
         if self.missed.iter().any(|&m| m) {
@@ -222,22 +235,60 @@ impl CpuSelector {
     }
 
     /// Each group's window for this call, from its previous bucket of the same dtype.
-    fn plan_windows(&mut self, dtype: DType) {
-        if self.previous_dtype != Some(dtype) {
+    fn plan_windows<T: GradElem>(&mut self, grads: &[&[T]], mask_ratio: f64, shift: u32) {
+        if self.previous_dtype != Some(T::DTYPE) {
             self.previous_bin.fill(None);
-            self.previous_dtype = Some(dtype);
+            self.previous_dtype = Some(T::DTYPE);
         }
         self.missed.fill(false);
-        for (g, window) in self.windows.iter_mut().enumerate() {
-            *window = match self.previous_bin[g] {
-                Some(bin) if self.speculate && self.map.group_len[g] >= SPECULATE_MIN_LEN => {
-                    Some((
-                        bin.saturating_sub(WINDOW_HALF_WIDTH),
-                        (bin + WINDOW_HALF_WIDTH).min(FIRST_DIGIT_BINS as u32 - 1),
-                    ))
-                }
-                _ => None,
+        let mut windows = std::mem::take(&mut self.windows); // no allocation: moved out and back
+        let this = &*self;
+        windows.par_iter_mut().enumerate().for_each(|(g, window)| {
+            let len = this.map.group_len[g];
+            let target = kept_target(len, mask_ratio);
+            *window = None;
+            if !this.speculate || len < SPECULATE_MIN_LEN || mask_ratio == 0.0 || target == 0 {
+                return;
+            }
+            let (bin, half_width) = match this.previous_bin[g] {
+                Some(bin) => (bin, WINDOW_HALF_WIDTH),
+                None => (
+                    this.sampled_bin(grads, g, target, shift),
+                    SAMPLED_HALF_WIDTH,
+                ),
             };
+            let top = FIRST_DIGIT_BINS as u32 - 1;
+            *window = Some((bin.saturating_sub(half_width), (bin + half_width).min(top)));
+        });
+        self.windows = windows;
+    }
+
+    /// The first-digit bin of the target-th largest key of a sample of group `g`: runs of
+    /// `SAMPLE_RUN` entries at `SAMPLE_RUNS` evenly spaced places (a few cache lines each).
+    fn sampled_bin<T: GradElem>(&self, grads: &[&[T]], g: usize, target: u64, shift: u32) -> u32 {
+        let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
+        let len = self.map.group_len[g];
+        let mut keys = [0u32; SAMPLE_RUNS * SAMPLE_RUN];
+        let mut n = 0;
+        let (mut chunk_at, mut chunk_first) = (0usize, 0u64);
+        for run in 0..SAMPLE_RUNS as u64 {
+            let position = run * len / SAMPLE_RUNS as u64;
+            while chunk_first + self.chunks[mine[chunk_at]].len as u64 <= position {
+                chunk_first += self.chunks[mine[chunk_at]].len as u64;
+                chunk_at += 1;
+            }
+            let chunk = self.chunks[mine[chunk_at]];
+            let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
+            let from = (position - chunk_first) as usize;
+            for x in &data[from..(from + SAMPLE_RUN).min(data.len())] {
+                keys[n] = x.key();
+                n += 1;
+            }
         }
+        let from_top = ((target as f64 / len as f64) * n as f64)
+            .ceil()
+            .clamp(1.0, n as f64) as usize;
+        let (_, key, _) = keys[..n].select_nth_unstable(n - from_top);
+        *key >> shift
     }
 }

@@ -1,17 +1,20 @@
 //! The CUDA backend over cudarc 0.19, in three layers (as cudarc itself is built):
 //! - [`types`]: `#[repr(C)]` mirrors of `kernels/gm_types.cuh`;
 //! - [`module`]: the embedded fatbins, raw `unsafe` launches with a written contract;
-//! - [`select`]: [`CudaSelector`], the safe selection on the caller's stream.
+//! - [`select`]: [`CudaSelector`], the safe selection on the caller's stream;
+//! - [`adamw`]: [`CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
 //!
 //! Every entry point returns a typed [`Error`]: [`Error::NoDriver`] where libcuda is missing,
 //! [`Error::NoDevice`], [`Error::KernelsNotBuilt`] where this build has no kernels. Nothing panics.
 
+pub mod adamw;
 pub mod module;
 pub mod select;
 pub mod types;
 
 use std::sync::Arc;
 
+pub use adamw::CudaGmtAdamW;
 pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 pub use module::KERNELS_BUILT;
 pub use select::CudaSelector;

@@ -207,6 +207,12 @@ impl CudaSelector {
         &self.d_chunks
     }
 
+    /// Whether the uploaded work list describes gradients at `addresses` of `dtype` (the last
+    /// selection's buffers), so that a kernel walking it reads those gradients.
+    pub(crate) fn is_bound_to(&self, addresses: impl Iterator<Item = u64>, dtype: DType) -> bool {
+        self.last_dtype == Some(dtype) && self.bound.iter().copied().eq(addresses)
+    }
+
     /// Enqueues the selection of `grads` (one buffer per tensor, in table order, on this
     /// selector's device) at `mask_ratio`. Returns once the work is enqueued: no host sync.
     /// Rejects a bad ratio, a count or length mismatch and a buffer on another device before

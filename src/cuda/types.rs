@@ -53,9 +53,52 @@ pub struct GmStep {
     pub cand_cap: u64,
 }
 
+/// One parameter tensor of the optimizer: where its state lives (`kernels/adamw.cu`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GmParamTensor {
+    /// Device address of the tensor's first parameter (f32 or bf16).
+    pub d_param: u64,
+    /// Its first and second moments (f32), 16-byte aligned.
+    pub d_m: u64,
+    pub d_v: u64,
+    /// Its f32 master weights (0 without), 16-byte aligned.
+    pub d_master: u64,
+    /// Global index of its first entry (`TensorTable::offsets`).
+    pub first: u64,
+    /// 1: never updated.
+    pub frozen: u32,
+    pub pad: u32,
+}
+
+/// `GmAdamWArgs.keep_rule`: GMT, `key(g) >= threshold_key` of the group.
+pub const KEEP_THRESHOLD: u32 = 0;
+/// `GmAdamWArgs.keep_rule`: the random baseline, `draw(random_key, index) >= random_cut`.
+pub const KEEP_RANDOM: u32 = 1;
+
+/// The optimizer kernel's arguments besides the [`StepScalars`](crate::adamw::math::StepScalars),
+/// which the kernel takes as `GmStepScalars` (same layout).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GmAdamWArgs {
+    pub random_key: u64,
+    pub random_cut: u64,
+    pub round_key: u64,
+    pub max_grad_norm: f64,
+    pub grad_scale: f64,
+    pub keep_rule: u32,
+    pub freeze: u32,
+    pub clip: u32,
+    pub init_master: u32,
+}
+
 const _: () = assert!(std::mem::size_of::<GmChunk>() == 32);
 const _: () = assert!(std::mem::size_of::<GmGroup>() == 104);
 const _: () = assert!(std::mem::size_of::<GmStep>() == 32);
+const _: () = assert!(std::mem::size_of::<GmParamTensor>() == 48);
+const _: () = assert!(std::mem::size_of::<GmAdamWArgs>() == 56);
+const _: () = assert!(std::mem::size_of::<crate::adamw::math::StepScalars>() == 36);
+const _: () = assert!(std::mem::align_of::<crate::adamw::math::StepScalars>() == 4);
 
 // SAFETY: plain #[repr(C)] structs of integers and floats, laid out as in gm_types.cuh.
 unsafe impl DeviceRepr for GmChunk {}
@@ -63,8 +106,12 @@ unsafe impl DeviceRepr for GmChunk {}
 unsafe impl DeviceRepr for GmGroup {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for GmStep {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for GmParamTensor {}
 // SAFETY: all-zero bits are a valid value of every field.
 unsafe impl ValidAsZeroBits for GmChunk {}
+// SAFETY: as above.
+unsafe impl ValidAsZeroBits for GmParamTensor {}
 // SAFETY: as above.
 unsafe impl ValidAsZeroBits for GmGroup {}
 // SAFETY: as above.
@@ -72,6 +119,37 @@ unsafe impl ValidAsZeroBits for GmStep {}
 
 #[cfg(test)]
 mod tests {
+    use crate::adamw::math::StepScalars;
+    use std::mem::offset_of;
+
+    /// The kernel reads StepScalars as GmStepScalars: the same f32 fields in the same order.
+    #[test]
+    fn step_scalars_fields_follow_the_header() {
+        let header = include_str!("../../kernels/gm_types.cuh");
+        let body = header.split("struct GmStepScalars {").nth(1).unwrap();
+        let body = body.split("};").next().unwrap();
+        let fields: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("float "))
+            .map(|l| l.split(';').next().unwrap())
+            .collect();
+        let rust = [
+            ("grad_mul", offset_of!(StepScalars, grad_mul)),
+            ("beta1", offset_of!(StepScalars, beta1)),
+            ("one_minus_beta1", offset_of!(StepScalars, one_minus_beta1)),
+            ("beta2", offset_of!(StepScalars, beta2)),
+            ("one_minus_beta2", offset_of!(StepScalars, one_minus_beta2)),
+            ("decay", offset_of!(StepScalars, decay)),
+            ("step_size", offset_of!(StepScalars, step_size)),
+            ("inv_sqrt_bc2", offset_of!(StepScalars, inv_sqrt_bc2)),
+            ("eps", offset_of!(StepScalars, eps)),
+        ];
+        assert_eq!(fields.len(), rust.len());
+        for (i, (field, (name, offset))) in fields.iter().zip(rust).enumerate() {
+            assert_eq!((*field, offset), (name, 4 * i));
+        }
+    }
+
     /// The header's static_asserts and these sizes must name the same numbers.
     #[test]
     fn header_asserts_the_same_sizes() {
@@ -80,6 +158,12 @@ mod tests {
             ("GmChunk", std::mem::size_of::<super::GmChunk>()),
             ("GmGroup", std::mem::size_of::<super::GmGroup>()),
             ("GmStep", std::mem::size_of::<super::GmStep>()),
+            ("GmParamTensor", std::mem::size_of::<super::GmParamTensor>()),
+            ("GmAdamWArgs", std::mem::size_of::<super::GmAdamWArgs>()),
+            (
+                "GmStepScalars",
+                std::mem::size_of::<crate::adamw::math::StepScalars>(),
+            ),
         ] {
             assert!(
                 header.contains(&format!("static_assert(sizeof({name}) == {size},")),

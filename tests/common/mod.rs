@@ -1,6 +1,9 @@
 //! Shared by the tests and the benches: the sort-based oracle and seeded gradient distributions.
 #![allow(dead_code)]
 
+pub mod adamw_ref;
+pub mod cuda_steps;
+
 use gradmask::{DType, GradElem, GroupMap, Scope, TensorTable, KEEP_NONE};
 use half::{bf16, f16};
 use rand::rngs::StdRng;

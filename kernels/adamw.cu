@@ -1,0 +1,161 @@
+// The fused masked AdamW: one launch over every tensor of the model (DESIGN.md §1, §3).
+//
+// It runs after the selection (kernels/select.cu), on the same stream, over the same work list:
+// one block per GmChunk, a run of at most GM_CHUNK_LEN entries of one tensor. Each block:
+//  1. returns at once when the selection's pass 1 counted an Inf or NaN gradient anywhere
+//     (GmStep.non_finite > 0). The step is skipped on the device: p, m, v and the master weights
+//     stay bit-identical, and the host learns of it later from an asynchronous copy;
+//  2. finds its tensor in the GmParamTensor table (where p, m, v and the master weights live) and
+//     leaves a frozen tensor alone;
+//  3. decides which entries are kept. A dense tensor keeps all of them. GMT keeps key(g) >= the
+//     group's threshold_key (key 0 after mask ratio 0 keeps everything, GM_KEEP_NONE nothing). The
+//     random baseline keeps an entry when the counter-based draw for (seed, step, global index)
+//     is >= the cut (src/rng.rs);
+//  4. applies src/adamw/math.rs masked_update line for line. Every operation is rounded on its
+//     own (__fmul_rn and friends never contract into an FMA), so p, m and v equal the CPU engine's
+//     bit for bit. With clipping, grad_mul comes from the selection's sum of squares on the device,
+//     by math.rs grad_multiplier's f64 operations, so the step needs no host round trip;
+//  5. stores the parameter: f32; bf16 rounded to nearest even from the updated f32 master
+//     (half::bf16::from_f32); or bf16 rounded stochastically with the draw for (seed, step, global
+//     index), which makes the result independent of the launch geometry.
+// When every buffer of the chunk is 16-byte aligned, a thread moves packs of 4 entries (all f32)
+// or 8 (a bf16 buffer involved) with 16-byte loads and stores, and a scalar loop takes the tail.
+// Every byte is touched once, so loads and stores are streaming (evict-first). An f32 entry costs
+// 28 B: g, p, m and v read, p, m and v written, the floor of any fused AdamW (as in llm.c's
+// adamw kernel). In random mode each block adds its kept count to its group with one atomic.
+
+#include "gm_common.cuh"
+#include "adamw_math.cuh"
+
+#define GM_RULE_NONE 2u  // besides GM_KEEP_THRESHOLD and GM_KEEP_RANDOM: a frozen tensor
+#define GM_RULE_ALL 3u   // a dense tensor
+
+template <typename T, unsigned N>
+__device__ __forceinline__ void load_pack(const T* d_src, T (&out)[N]) {
+    constexpr unsigned VECS = N * sizeof(T) / GM_VEC_BYTES;
+    static_assert(VECS * GM_VEC_BYTES == N * sizeof(T), "a pack is whole 16-byte vectors");
+    uint4 vecs[VECS];
+#pragma unroll
+    for (unsigned k = 0; k < VECS; ++k) vecs[k] = __ldcs(reinterpret_cast<const uint4*>(d_src) + k);
+    memcpy(out, vecs, sizeof(out));
+}
+
+template <typename T, unsigned N>
+__device__ __forceinline__ void store_pack(T* d_dst, const T (&in)[N]) {
+    constexpr unsigned VECS = N * sizeof(T) / GM_VEC_BYTES;
+    uint4 vecs[VECS];
+    memcpy(vecs, in, sizeof(vecs));
+#pragma unroll
+    for (unsigned k = 0; k < VECS; ++k) __stcs(reinterpret_cast<uint4*>(d_dst) + k, vecs[k]);
+}
+
+// K: the gradient's key traits (gm_common.cuh); P: the parameter storage above.
+template <class K, class P>
+__device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                           const GmStep* d_step, u64* d_kept, GmStepScalars s, const GmAdamWArgs& args) {
+    typedef typename K::Raw G;
+    typedef typename P::Raw Praw;
+    if (d_step->non_finite != 0) return;  // skipped step: every block leaves, nothing is written
+    const GmChunk chunk = d_chunks[blockIdx.x];
+    const GmParamTensor tensor = d_tensors[chunk.tensor];
+    const bool init = P::MASTER && args.init_master;
+    // A frozen tensor is left alone, except that its master weights start as its parameters.
+    if (tensor.frozen && !init) return;
+    const unsigned rule = tensor.frozen ? GM_RULE_NONE : chunk.dense ? GM_RULE_ALL : args.keep_rule;
+    const unsigned threshold = d_groups[chunk.group].threshold_key;
+    const bool freeze = args.freeze || tensor.frozen;
+    if (args.clip) s.grad_mul = clipped_grad_mul(d_step->sum_sq, args);
+
+    const u64 offset = chunk.first - tensor.first;  // of the chunk within its tensor
+    const G* d_g = reinterpret_cast<const G*>(chunk.d_data);
+    Praw* d_p = reinterpret_cast<Praw*>(tensor.d_param) + offset;
+    float* d_m = reinterpret_cast<float*>(tensor.d_m) + offset;
+    float* d_v = reinterpret_cast<float*>(tensor.d_v) + offset;
+    float* d_master = P::MASTER ? reinterpret_cast<float*>(tensor.d_master) + offset : nullptr;
+
+    // One entry, in registers. Returns whether it was kept; `written` gathers whether it changed.
+    auto update = [&](G raw_g, Praw& raw_p, float& m, float& v, float& master, u64 index, bool& written) {
+        bool keep;
+        switch (rule) {
+            case GM_RULE_ALL: keep = true; break;
+            case GM_RULE_NONE: keep = false; break;
+            case GM_KEEP_THRESHOLD: keep = K::key(raw_g) >= threshold; break;
+            default: keep = (u64)rng_draw(args.random_key, index) >= args.random_cut; break;
+        }
+        float p = P::read(raw_p, master, init);
+        const bool write = masked_update(p, m, v, K::value(raw_g), keep, freeze, s);
+        P::store(raw_p, master, p, write, args.round_key, index);
+        written |= write;
+        return keep;
+    };
+
+    constexpr unsigned N = (sizeof(G) == 4 && sizeof(Praw) == 4) ? 4 : 8;
+    const u64 addresses = chunk.d_data | (u64)d_p | (u64)d_m | (u64)d_v | (u64)d_master;
+    const unsigned n_packs = (addresses & (GM_VEC_BYTES - 1)) == 0 ? chunk.len / N : 0;
+    unsigned kept = 0;
+    for (unsigned pack = threadIdx.x; pack < n_packs; pack += blockDim.x) {
+        const unsigned at = pack * N;
+        G g[N];
+        Praw p[N];
+        float m[N], v[N], master[N];
+        load_pack(d_g + at, g);
+        load_pack(d_p + at, p);
+        load_pack(d_m + at, m);
+        load_pack(d_v + at, v);
+        if (P::MASTER && !init) {
+            load_pack(d_master + at, master);
+        } else {
+#pragma unroll
+            for (unsigned j = 0; j < N; ++j) master[j] = 0.0f;
+        }
+        bool written = false;
+#pragma unroll
+        for (unsigned j = 0; j < N; ++j) kept += update(g[j], p[j], m[j], v[j], master[j], chunk.first + at + j, written);
+        if (written) {  // Freeze with every entry masked (or a frozen tensor) writes nothing
+            store_pack(d_p + at, p);
+            store_pack(d_m + at, m);
+            store_pack(d_v + at, v);
+        }
+        if (P::MASTER && (written || init)) store_pack(d_master + at, master);
+    }
+    for (unsigned i = n_packs * N + threadIdx.x; i < chunk.len; i += blockDim.x) {
+        Praw p = d_p[i];
+        float m = d_m[i], v = d_v[i], master = P::MASTER && !init ? d_master[i] : 0.0f;
+        bool written = false;
+        kept += update(d_g[i], p, m, v, master, chunk.first + i, written);
+        if (written) d_p[i] = p, d_m[i] = m, d_v[i] = v;
+        if (P::MASTER && (written || init)) d_master[i] = master;
+    }
+
+    if (args.keep_rule == GM_KEEP_RANDOM && !chunk.dense) {  // uniform over the block
+        const u64 block_kept = block_reduce((u64)kept, 0ull, OpAdd());
+        if (threadIdx.x == 0 && block_kept) atomicAdd(&d_kept[chunk.group], block_kept);
+    }
+}
+
+// Thin entry points: gm_adamw_<parameter storage>_<gradient dtype>.
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_adamw_f32_f32(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                     const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
+    adamw_pass<KeyF32, ParamF32>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+}
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_adamw_f32_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                      const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
+    adamw_pass<KeyBF16, ParamF32>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+}
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_adamw_f32_f16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                     const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
+    adamw_pass<KeyF16, ParamF32>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+}
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_adamw_master_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                         const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
+    adamw_pass<KeyBF16, ParamMaster>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+}
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_adamw_round_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                        const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
+    adamw_pass<KeyBF16, ParamRound>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+}

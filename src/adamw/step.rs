@@ -1,0 +1,144 @@
+//! The stages of one `GmtAdamW` step after its inputs are checked: `prepare` (the selection, or
+//! the read-only scan when no selection runs) decides skip, norm and keep rules; `apply` runs the
+//! fused update and advances the counter; `report` describes the result.
+
+use rayon::prelude::*;
+
+use super::config::{MaskMode, StepReport};
+use super::cpu::{update_all, KeepRule, Params, SharedPtr, UpdateArgs};
+use super::math::{grad_multiplier, StepScalars};
+use super::optimizer::{GmtAdamW, Precision};
+use crate::config::kept_target;
+use crate::cpu::sum_sq_and_non_finite;
+use crate::rng::{random_cut, stream};
+use crate::{GradElem, GroupStats};
+
+impl GmtAdamW {
+    /// Runs the selection or the scan and fills `groups`, `sum_sq` and the keep rules. Returns
+    /// false when the step must be skipped. Touches only workspace.
+    pub(super) fn prepare<G: GradElem>(&mut self, grads: &[&[G]]) -> bool {
+        let non_finite = if let Some(selector) = &mut self.selector {
+            let selection = selector
+                .select(grads, self.mask.mask_ratio)
+                .expect("ratio and lengths were checked");
+            self.groups.copy_from_slice(&selection.groups);
+            self.sum_sq = selection.sum_sq;
+            selection.non_finite
+        } else {
+            self.scan(grads)
+        };
+        let random = match self.mode {
+            MaskMode::Random { seed } if self.mask.mask_ratio > 0.0 => Some(KeepRule::Random {
+                key: stream(seed, self.step + 1),
+                cut: random_cut(self.mask.mask_ratio),
+            }),
+            _ => None,
+        };
+        let thresholds = self.selector.as_ref().map(|s| s.last());
+        for (t, rule) in self.rules.iter_mut().enumerate() {
+            *rule = if self.frozen[t] {
+                KeepRule::Frozen
+            } else if self.table.dense()[t] {
+                KeepRule::All
+            } else if let Some(selection) = thresholds {
+                KeepRule::Threshold(selection.group_of_tensor(t).threshold_key)
+            } else {
+                random.unwrap_or(KeepRule::All)
+            };
+        }
+        non_finite == 0
+    }
+
+    /// The read-only pass of a step without selection: per-chunk sums of squares and non-finite
+    /// counts, added per group in chunk order (as the selector does). Returns the non-finite total.
+    fn scan<G: GradElem>(&mut self, grads: &[&[G]]) -> u64 {
+        let chunks = &self.chunks;
+        self.chunk_sum_sq
+            .par_iter_mut()
+            .zip(self.chunk_non_finite.par_iter_mut())
+            .zip(chunks.par_iter())
+            .for_each(|((sum_sq, non_finite), c)| {
+                (*sum_sq, *non_finite) =
+                    sum_sq_and_non_finite(&grads[c.tensor][c.start..][..c.len]);
+            });
+        self.sum_sq = self.chunk_sum_sq.iter().sum();
+        for (g, stats) in self.groups.iter_mut().enumerate() {
+            let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
+            let len = self.map.group_len[g];
+            let random = self.mask.mask_ratio > 0.0;
+            *stats = GroupStats {
+                len,
+                target: kept_target(len, self.mask.mask_ratio),
+                kept: if random { 0 } else { len },
+                threshold_key: 0,
+                threshold: if random { f32::NAN } else { 0.0 },
+                sum_sq: mine.iter().map(|&c| self.chunk_sum_sq[c]).sum(),
+                non_finite: mine.iter().map(|&c| self.chunk_non_finite[c]).sum(),
+            };
+        }
+        self.chunk_non_finite.iter().sum()
+    }
+
+    /// Takes the step: scalars, the fused update, the counter.
+    ///
+    /// # Safety
+    /// The pointer table of `precision` (`f32_ptrs` or `bf16_ptrs`) holds, for every tensor, a
+    /// buffer of the tensor's length that is exclusively borrowed for the duration of the call, and
+    /// for `Bf16Master` the master buffer holds the table's total length.
+    pub(super) unsafe fn apply<G: GradElem>(
+        &mut self,
+        grads: &[&[G]],
+        lr: f64,
+        precision: Precision,
+        key: u64,
+    ) {
+        let step = self.step + 1;
+        let (grad_mul, _) = grad_multiplier(&self.adamw, self.sum_sq);
+        let scalars = StepScalars::new(&self.adamw, step, lr, grad_mul);
+        let params = match precision {
+            Precision::F32 => Params::F32(&self.f32_ptrs),
+            Precision::Bf16Master => {
+                Params::Master(&self.bf16_ptrs, SharedPtr(self.master.as_mut_ptr()))
+            }
+            Precision::Bf16Stochastic => Params::Round(&self.bf16_ptrs, key),
+        };
+        // SAFETY: the caller's contract covers the parameters and the master; m and v hold the
+        // table's total length, and `chunks` is the table's chunk list.
+        unsafe {
+            update_all(
+                &self.chunks,
+                &self.rules,
+                grads,
+                params,
+                &mut self.m,
+                &mut self.v,
+                &UpdateArgs {
+                    masked: self.mask.masked,
+                    scalars,
+                },
+                &mut self.chunk_kept,
+            )
+        };
+        if matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0 {
+            for stats in &mut self.groups {
+                stats.kept = 0;
+            }
+            for (c, kept) in self.chunks.iter().zip(&self.chunk_kept) {
+                if !self.table.dense()[c.tensor] {
+                    self.groups[self.map.group_of[c.tensor] as usize].kept += kept;
+                }
+            }
+        }
+        self.step = step;
+        self.precision = Some(precision);
+    }
+
+    pub(super) fn report(&self, skipped: bool) -> StepReport {
+        StepReport {
+            skipped,
+            step: self.step,
+            groups: self.groups.clone(),
+            grad_norm: grad_multiplier(&self.adamw, self.sum_sq).1,
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The optimizer's kernels, its device table of parameter tensors, and the enqueue of one step.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
+
+use super::CudaGmtAdamW;
+use crate::adamw::config::validate_lr;
+use crate::adamw::math::{grad_multiplier, StepScalars};
+use crate::cuda::module::{cuda, Function, Module};
+use crate::cuda::types::{GmAdamWArgs, GmParamTensor, KEEP_RANDOM, KEEP_THRESHOLD};
+use crate::cuda::CudaSelector;
+use crate::rng::{random_cut, stream as rng_stream, ROUNDING_DOMAIN};
+use crate::tuning::GPU_CHUNK_LEN;
+use crate::{AdamWConfig, DType, Error, GradElem, GroupMap, MaskConfig, MaskMode, MaskedUpdate};
+use crate::{Precision, Result, TensorTable};
+
+/// The entry points of `kernels/adamw.cu`, indexed by [`kernel_index`].
+pub(super) struct Kernels {
+    _module: Module,
+    update: [Function; 5],
+}
+
+/// Which entry point serves a precision and a gradient dtype (the signatures of the public step
+/// functions only allow these pairs).
+fn kernel_index(precision: Precision, dtype: DType) -> usize {
+    match (precision, dtype) {
+        (Precision::F32, DType::F32) => 0,
+        (Precision::F32, DType::BF16) => 1,
+        (Precision::F32, DType::F16) => 2,
+        (Precision::Bf16Master, _) => 3,
+        (Precision::Bf16Stochastic, _) => 4,
+    }
+}
+
+/// Builds the optimizer: kernels, selector, state and staging buffers (configs already checked).
+pub(super) fn new(
+    stream: Arc<CudaStream>,
+    table: TensorTable,
+    adamw: AdamWConfig,
+    mask: MaskConfig,
+) -> Result<CudaGmtAdamW> {
+    let ctx = stream.context().clone();
+    let selector = CudaSelector::new(stream.clone(), &table, mask.scope)?;
+    let module = Module::load(&ctx, "adamw")?;
+    let kernels = Kernels {
+        update: [
+            module.function("gm_adamw_f32_f32")?,
+            module.function("gm_adamw_f32_bf16")?,
+            module.function("gm_adamw_f32_f16")?,
+            module.function("gm_adamw_master_bf16")?,
+            module.function("gm_adamw_round_bf16")?,
+        ],
+        _module: module,
+    };
+    let mut state_offsets = vec![0u64];
+    for &len in table.lengths() {
+        let end = state_offsets.last().unwrap() + len as u64;
+        state_offsets.push(end.next_multiple_of(4));
+    }
+    let padded = *state_offsets.last().unwrap() as usize;
+    let map = GroupMap::new(&table, mask.scope);
+    let (n, n_groups) = (table.len(), map.n_groups());
+    let d_m = stream.alloc_zeros::<f32>(padded.max(1)).map_err(cuda)?;
+    let d_v = stream.alloc_zeros::<f32>(padded.max(1)).map_err(cuda)?;
+    let d_tensors = stream
+        .alloc_zeros::<GmParamTensor>(n.max(1))
+        .map_err(cuda)?;
+    let d_kept = stream.alloc_zeros::<u64>(n_groups.max(1)).map_err(cuda)?;
+    // SAFETY: the pinned buffers are written by a copy (or, for the staging table, by the host)
+    // before they are read; their first contents are never looked at.
+    let (h_tensors, h_kept, h_step) = unsafe {
+        (
+            ctx.alloc_pinned_with_flags(n.max(1), 0).map_err(cuda)?,
+            ctx.alloc_pinned_with_flags(n_groups.max(1), 0)
+                .map_err(cuda)?,
+            ctx.alloc_pinned_with_flags(1, 0).map_err(cuda)?,
+        )
+    };
+    Ok(CudaGmtAdamW {
+        stream,
+        selector,
+        kernels,
+        frozen: vec![false; n],
+        step: 0,
+        precision: None,
+        pending: None,
+        last_random: None,
+        state_offsets,
+        d_m,
+        d_v,
+        d_master: None,
+        d_tensors,
+        h_tensors,
+        addresses: vec![0; n],
+        bound: vec![0; n],
+        table_dirty: true,
+        d_kept,
+        h_kept,
+        h_step,
+        table,
+        adamw,
+        mask,
+        mode: MaskMode::Gmt,
+    })
+}
+
+impl CudaGmtAdamW {
+    /// Checks a step's inputs, then enqueues the selection (unless `reuse_selection`), the update
+    /// and the copy of the skip flag. `seed` is the stochastic-rounding seed.
+    pub(super) fn enqueue<G: GradElem, T, P: DevicePtrMut<T>, S: DevicePtr<G>>(
+        &mut self,
+        precision: Precision,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+        seed: u64,
+        reuse_selection: bool,
+    ) -> Result<()> {
+        self.resolve()?;
+        self.check(precision, lr, params, grads)?;
+        let random = matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0;
+        if precision == Precision::Bf16Master && self.d_master.is_none() {
+            let padded = *self.state_offsets.last().unwrap() as usize;
+            self.d_master = Some(self.stream.alloc_zeros(padded.max(1)).map_err(cuda)?);
+            self.table_dirty = true;
+        }
+        if reuse_selection {
+            let addresses = grads.iter().map(|g| g.device_ptr(&self.stream).0);
+            if self.last_random.is_none() || !self.selector.is_bound_to(addresses, G::DTYPE) {
+                return Err(Error::InvalidConfig {
+                    name: "step_reusing_selection_async gradients",
+                    value: 0.0,
+                    expected: "the gradient buffers of the last step, after at least one step",
+                });
+            }
+        } else {
+            let ratio = if self.mode == MaskMode::Gmt {
+                self.mask.mask_ratio
+            } else {
+                0.0
+            };
+            self.selector.select(grads, ratio)?;
+        }
+        for (address, param) in self.addresses.iter_mut().zip(params.iter_mut()) {
+            // The guard makes our stream wait for earlier users of the buffer; the write itself is
+            // recorded again after the launch below.
+            *address = param.device_ptr_mut(&self.stream).0;
+        }
+        if self.table_dirty || self.bound != self.addresses {
+            self.upload_param_table()?;
+        }
+        if random {
+            self.stream.memset_zeros(&mut self.d_kept).map_err(cuda)?;
+        }
+
+        let step = self.step + 1;
+        let clip = self.adamw.max_grad_norm.is_some();
+        // With clipping, the kernel replaces grad_mul with the value from the device's sum of squares.
+        let grad_mul = grad_multiplier(&self.adamw, 0.0).0;
+        let scalars = StepScalars::new(&self.adamw, step, lr, grad_mul);
+        let args = GmAdamWArgs {
+            random_key: match self.mode {
+                MaskMode::Random { seed } => rng_stream(seed, step),
+                MaskMode::Gmt => 0,
+            },
+            random_cut: random_cut(self.mask.mask_ratio),
+            round_key: rng_stream(seed ^ ROUNDING_DOMAIN, step),
+            max_grad_norm: self.adamw.max_grad_norm.unwrap_or(0.0),
+            grad_scale: self.adamw.grad_scale.unwrap_or(1.0),
+            keep_rule: if random { KEEP_RANDOM } else { KEEP_THRESHOLD },
+            freeze: u32::from(self.mask.masked == MaskedUpdate::Freeze),
+            clip: u32::from(clip),
+            init_master: u32::from(
+                precision == Precision::Bf16Master && self.precision != Some(precision),
+            ),
+        };
+        // SAFETY: `check` matched every buffer to the table's lengths and this device; the
+        // parameter and gradient buffers are borrowed until this call returns, and their use by
+        // the kernel is recorded below so that cudarc orders later users after it.
+        unsafe { self.launch(kernel_index(precision, G::DTYPE), scalars, args)? };
+        for param in params.iter_mut() {
+            drop(param.device_ptr_mut(&self.stream));
+        }
+        for grad in grads {
+            drop(grad.device_ptr(&self.stream));
+        }
+        self.stream
+            .memcpy_dtoh(self.selector.device_step(), &mut self.h_step)
+            .map_err(cuda)?;
+        self.pending = Some(precision);
+        self.last_random = Some(random);
+        Ok(())
+    }
+
+    /// Rejects a bad lr, another precision than the state's, and buffers of the wrong count,
+    /// length or device. Changes nothing.
+    fn check<G, T, P: DevicePtrMut<T>, S: DevicePtr<G>>(
+        &self,
+        precision: Precision,
+        lr: f64,
+        params: &[P],
+        grads: &[S],
+    ) -> Result<()> {
+        validate_lr(lr)?;
+        if let Some(expected) = self.precision.filter(|&p| p != precision) {
+            return Err(Error::PrecisionMismatch {
+                expected: expected.name(),
+                got: precision.name(),
+            });
+        }
+        self.table
+            .check_lengths("parameters", params.iter().map(|p| p.len()))?;
+        self.table
+            .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
+        let expected = self.stream.context().ordinal();
+        let on_device = |tensor: usize, got: usize| {
+            if got == expected {
+                Ok(())
+            } else {
+                Err(Error::WrongDevice {
+                    tensor,
+                    expected,
+                    got,
+                })
+            }
+        };
+        for (tensor, param) in params.iter().enumerate() {
+            on_device(tensor, param.stream().context().ordinal())?;
+        }
+        for (tensor, grad) in grads.iter().enumerate() {
+            on_device(tensor, grad.stream().context().ordinal())?;
+        }
+        Ok(())
+    }
+
+    /// Fills the pinned staging table for `addresses` and enqueues its upload. Waits only for the
+    /// previous upload to have left the staging buffer.
+    fn upload_param_table(&mut self) -> Result<()> {
+        if !self.table.is_empty() {
+            let m = self.d_m.device_ptr(&self.stream).0;
+            let v = self.d_v.device_ptr(&self.stream).0;
+            let master = self.d_master.as_ref().map(|d| d.device_ptr(&self.stream).0);
+            let staging = self.h_tensors.as_mut_slice().map_err(cuda)?;
+            for (t, slot) in staging.iter_mut().enumerate().take(self.table.len()) {
+                let at = self.state_offsets[t] * 4;
+                *slot = GmParamTensor {
+                    d_param: self.addresses[t],
+                    d_m: m + at,
+                    d_v: v + at,
+                    d_master: master.map_or(0, |d| d + at),
+                    first: self.table.offsets()[t],
+                    frozen: u32::from(self.frozen[t]),
+                    pad: 0,
+                };
+            }
+            self.stream
+                .memcpy_htod(&self.h_tensors, &mut self.d_tensors)
+                .map_err(cuda)?;
+        }
+        self.bound.copy_from_slice(&self.addresses);
+        self.table_dirty = false;
+        Ok(())
+    }
+
+    /// Enqueues the update kernel over the selector's work list.
+    ///
+    /// # Safety
+    /// The uploaded parameter table and the selector's work list describe live buffers of the
+    /// table's lengths on this device (parameters of the element type of `kernel`'s precision,
+    /// gradients of its dtype), which nobody else writes or frees until the kernel has run.
+    unsafe fn launch(
+        &mut self,
+        kernel: usize,
+        mut scalars: StepScalars,
+        mut args: GmAdamWArgs,
+    ) -> Result<()> {
+        self.stream.context().bind_to_thread().map_err(cuda)?;
+        let n_chunks: usize = self
+            .table
+            .lengths()
+            .iter()
+            .map(|len| len.div_ceil(GPU_CHUNK_LEN))
+            .sum();
+        let stream = &self.stream;
+        // The guards record, when dropped after the launch, what the kernel read and wrote.
+        let (d_chunks, _chunks_read) = self.selector.device_chunks().device_ptr(stream);
+        let (d_groups, _groups_read) = self.selector.device_groups().device_ptr(stream);
+        let (d_step, _step_read) = self.selector.device_step().device_ptr(stream);
+        let (d_tensors, _tensors_read) = self.d_tensors.device_ptr(stream);
+        let (d_kept, _kept_written) = self.d_kept.device_ptr_mut(stream);
+        let _m_written = self.d_m.device_ptr_mut(stream).1;
+        let _v_written = self.d_v.device_ptr_mut(stream).1;
+        let _master_written = self.d_master.as_mut().map(|d| d.device_ptr_mut(stream).1);
+        let (mut d_chunks, mut d_tensors, mut d_groups, mut d_step, mut d_kept) =
+            (d_chunks, d_tensors, d_groups, d_step, d_kept);
+        let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
+        // SAFETY: the argument array matches gm_adamw_*'s parameter list in kernels/adamw.cu
+        // (StepScalars has GmStepScalars's layout, asserted in types.rs); the workspace buffers are
+        // owned by `self` and sized for this table; the rest is this function's contract.
+        unsafe {
+            self.kernels.update[kernel].launch(
+                stream.cu_stream(),
+                (n_chunks as u32, 1, 1),
+                &mut [
+                    arg(&mut d_chunks),
+                    arg(&mut d_tensors),
+                    arg(&mut d_groups),
+                    arg(&mut d_step),
+                    arg(&mut d_kept),
+                    &mut scalars as *mut StepScalars as *mut c_void,
+                    &mut args as *mut GmAdamWArgs as *mut c_void,
+                ],
+            )
+        }
+    }
+}

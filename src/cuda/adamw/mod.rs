@@ -1,0 +1,295 @@
+//! `CudaGmtAdamW`: GMT with AdamW on cudarc buffers, on the caller's stream (DESIGN.md §1, §3).
+//!
+//! A step enqueues the selection ([`CudaSelector`]: the exact threshold at `mask_ratio > 0` in GMT
+//! mode, otherwise only its first pass, for the norm and the non-finite count), then one launch of
+//! the fused masked AdamW (`kernels/adamw.cu`), and returns without waiting for the device.
+//!
+//! The skip decision (an Inf or NaN gradient anywhere) is taken on the device. The step counter
+//! behind the bias correction and the rng streams must not count a skipped step, as on the CPU.
+//! So each step ends with a 32-byte asynchronous copy of the step totals into pinned memory, and
+//! the next call (or [`CudaGmtAdamW::last_report`]) reads it first: it waits for the previous
+//! step's kernels only, which were queued ahead of whatever the caller enqueued since. The new
+//! step's scalars are then computed on the host for the right `t`, exactly as the CPU engine does.
+//!
+//! The semantics, reports and checkpoints are those of the CPU [`GmtAdamW`](crate::GmtAdamW): the
+//! same inputs give bit-identical p, m, v and master weights. One exception: with
+//! `max_grad_norm`, the clipping factor comes from the GPU's sum of squares, added in another
+//! order than the CPU's, so it may differ in its last bit (and between runs).
+//!
+//! - `launch`: the kernels, the device table of parameter tensors, and the enqueue of one step;
+//! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format.
+
+mod launch;
+mod state;
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice};
+use half::bf16;
+
+use super::module::cuda;
+use super::types::{GmParamTensor, GmStep};
+use super::CudaSelector;
+use crate::adamw::math::grad_multiplier;
+use crate::config::kept_target;
+use crate::{AdamWConfig, Error, GradElem, MaskConfig, MaskMode, Precision, Result};
+use crate::{StepReport, TensorTable};
+
+/// GMT with AdamW on device buffers. See the module notes.
+pub struct CudaGmtAdamW {
+    stream: Arc<CudaStream>,
+    selector: CudaSelector,
+    kernels: launch::Kernels,
+    table: TensorTable,
+    adamw: AdamWConfig,
+    mask: MaskConfig,
+    mode: MaskMode,
+    frozen: Vec<bool>,
+    /// Steps taken, as of the last resolved step.
+    step: u64,
+    precision: Option<Precision>,
+    /// The precision of the last enqueued step while its skip flag is still unread.
+    pending: Option<Precision>,
+    /// Whether the last enqueued step used the random mask (None before any step).
+    last_random: Option<bool>,
+    /// Offset of each tensor in `d_m`, `d_v` and `d_master`: table offsets rounded up to 4 entries,
+    /// so that every tensor's state is 16-byte aligned. One more entry holds the padded total.
+    state_offsets: Vec<u64>,
+    d_m: CudaSlice<f32>,
+    d_v: CudaSlice<f32>,
+    /// Allocated by the first bf16-master step (or a load of such a checkpoint).
+    d_master: Option<CudaSlice<f32>>,
+    d_tensors: CudaSlice<GmParamTensor>,
+    h_tensors: PinnedHostSlice<GmParamTensor>,
+    /// Parameter addresses of the step being enqueued, and those the uploaded table describes.
+    addresses: Vec<u64>,
+    bound: Vec<u64>,
+    /// The uploaded table is stale for another reason (frozen flags, master buffer).
+    table_dirty: bool,
+    /// Kept entries per group (random mask only).
+    d_kept: CudaSlice<u64>,
+    h_kept: PinnedHostSlice<u64>,
+    /// The last step's totals, copied back asynchronously: its skip flag.
+    h_step: PinnedHostSlice<GmStep>,
+}
+
+impl CudaGmtAdamW {
+    /// An optimizer for `table`'s tensors on `stream`: loads the kernels and allocates every buffer
+    /// (m and v here, the master weights on the first bf16-master step). Rejects the configurations
+    /// that [`GmtAdamW::new`](crate::GmtAdamW::new) rejects, before touching the device.
+    pub fn new(
+        stream: Arc<CudaStream>,
+        table: TensorTable,
+        adamw: AdamWConfig,
+        mask: MaskConfig,
+    ) -> Result<Self> {
+        adamw.validate()?;
+        mask.validate()?;
+        launch::new(stream, table, adamw, mask)
+    }
+
+    /// [`CudaGmtAdamW::new`] on the default stream of device `ordinal`. Without a driver, a device
+    /// or kernels in this build it fails with [`Error::NoDriver`], [`Error::NoDevice`] or
+    /// [`Error::KernelsNotBuilt`]; a bad configuration fails first, with [`Error::InvalidConfig`].
+    pub fn on_device(
+        ordinal: usize,
+        table: TensorTable,
+        adamw: AdamWConfig,
+        mask: MaskConfig,
+    ) -> Result<Self> {
+        adamw.validate()?;
+        mask.validate()?;
+        Self::new(super::default_stream(ordinal)?, table, adamw, mask)
+    }
+
+    /// Chooses GMT (the default) or the random-mask baseline at the same ratio.
+    pub fn with_mask_mode(mut self, mode: MaskMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Fixes which tensors are frozen (HFT): their p, m and v are left untouched by every step.
+    /// Their gradients still count in the selection, the norm and the non-finite check.
+    pub fn set_frozen(&mut self, frozen: &[bool]) -> Result<()> {
+        if frozen.len() != self.table.len() {
+            return Err(Error::CountMismatch {
+                what: "frozen flags",
+                expected: self.table.len(),
+                got: frozen.len(),
+            });
+        }
+        self.frozen.copy_from_slice(frozen);
+        self.table_dirty = true;
+        Ok(())
+    }
+
+    /// The stream every launch goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The table this optimizer was built for.
+    pub fn table(&self) -> &TensorTable {
+        &self.table
+    }
+
+    /// The selection engine; after a step its device state holds the thresholds.
+    pub fn selector(&self) -> &CudaSelector {
+        &self.selector
+    }
+
+    /// Waits for the stream and learns whether the last step was taken.
+    pub fn synchronize(&mut self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda)?;
+        self.resolve()
+    }
+
+    /// Steps taken so far (skipped steps do not count). Waits for the last step's skip flag.
+    pub fn step_count(&mut self) -> Result<u64> {
+        self.resolve()?;
+        Ok(self.step)
+    }
+
+    /// The precision fixed by the first step taken or a loaded checkpoint. Waits as `step_count`.
+    pub fn precision(&mut self) -> Result<Option<Precision>> {
+        self.resolve()?;
+        Ok(self.precision)
+    }
+
+    /// Enqueues one step on f32 parameters with f32, bf16 or f16 gradients, at learning rate `lr`.
+    /// Returns once the work is enqueued. A rejected call (bad lr, a count, length or device
+    /// mismatch, another precision than the state's) enqueues nothing and changes nothing.
+    pub fn step_async<G: GradElem, P: DevicePtrMut<f32>, S: DevicePtr<G>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+    ) -> Result<()> {
+        self.enqueue(Precision::F32, params, grads, lr, 0, false)
+    }
+
+    /// Enqueues one step on bf16 parameters with f32 master weights kept here (they start as the
+    /// parameters on the first step taken); each parameter becomes its master rounded to nearest.
+    pub fn step_bf16_master_async<P: DevicePtrMut<bf16>, S: DevicePtr<bf16>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+    ) -> Result<()> {
+        self.enqueue(Precision::Bf16Master, params, grads, lr, 0, false)
+    }
+
+    /// Enqueues one step on bf16 parameters without master weights, rounded stochastically with
+    /// `rng::mix(seed ^ ROUNDING_DOMAIN, step, global index)` as on the CPU.
+    pub fn step_bf16_stochastic_async<P: DevicePtrMut<bf16>, S: DevicePtr<bf16>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+        seed: u64,
+    ) -> Result<()> {
+        self.enqueue(Precision::Bf16Stochastic, params, grads, lr, seed, false)
+    }
+
+    /// Enqueues a step on f32 parameters that reuses the last step's selection (thresholds, norm
+    /// and skip flag) instead of selecting again: one launch of the fused update, 28 B per entry.
+    /// `grads` must be the buffers the last step selected on (checked by address), unchanged since,
+    /// for the reused thresholds to mean anything. Fails before the first step.
+    pub fn step_reusing_selection_async<G: GradElem, P: DevicePtrMut<f32>, S: DevicePtr<G>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+    ) -> Result<()> {
+        self.enqueue(Precision::F32, params, grads, lr, 0, true)
+    }
+
+    /// [`CudaGmtAdamW::step_async`], then [`CudaGmtAdamW::last_report`].
+    pub fn step<G: GradElem, P: DevicePtrMut<f32>, S: DevicePtr<G>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+    ) -> Result<StepReport> {
+        self.step_async(params, grads, lr)?;
+        self.last_report()
+    }
+
+    /// [`CudaGmtAdamW::step_bf16_master_async`], then [`CudaGmtAdamW::last_report`].
+    pub fn step_bf16_master<P: DevicePtrMut<bf16>, S: DevicePtr<bf16>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+    ) -> Result<StepReport> {
+        self.step_bf16_master_async(params, grads, lr)?;
+        self.last_report()
+    }
+
+    /// [`CudaGmtAdamW::step_bf16_stochastic_async`], then [`CudaGmtAdamW::last_report`].
+    pub fn step_bf16_stochastic<P: DevicePtrMut<bf16>, S: DevicePtr<bf16>>(
+        &mut self,
+        params: &mut [P],
+        grads: &[S],
+        lr: f64,
+        seed: u64,
+    ) -> Result<StepReport> {
+        self.step_bf16_stochastic_async(params, grads, lr, seed)?;
+        self.last_report()
+    }
+
+    /// Waits for the stream and returns the last enqueued step's report, the same fields as the
+    /// CPU engine's (the norm within f64 rounding: the GPU adds the squares in another order).
+    pub fn last_report(&mut self) -> Result<StepReport> {
+        let random = self.last_random.ok_or(Error::InvalidConfig {
+            name: "last_report before a step",
+            value: 0.0,
+            expected: "enqueue a step first",
+        })?;
+        self.selector.copy_stats_async()?;
+        if random {
+            self.stream
+                .memcpy_dtoh(&self.d_kept, &mut self.h_kept)
+                .map_err(cuda)?;
+        }
+        let selection = self.selector.stats()?; // synchronizes the stream
+        self.resolve()?;
+        let mut groups = selection.groups;
+        if random {
+            let kept = self.h_kept.as_slice().map_err(cuda)?;
+            for (stats, &kept) in groups.iter_mut().zip(kept) {
+                stats.target = kept_target(stats.len, self.mask.mask_ratio);
+                stats.kept = kept;
+                stats.threshold_key = 0;
+                stats.threshold = f32::NAN;
+            }
+        }
+        Ok(StepReport {
+            skipped: selection.non_finite > 0,
+            step: self.step,
+            groups,
+            grad_norm: grad_multiplier(&self.adamw, selection.sum_sq).1,
+        })
+    }
+
+    /// Reads the skip flag of the last enqueued step, if not read yet, and counts the step when it
+    /// was taken. Waits for that step's copy (and so its kernels) only.
+    fn resolve(&mut self) -> Result<()> {
+        if let Some(precision) = self.pending {
+            let skipped = self.h_step.as_slice().map_err(cuda)?[0].non_finite > 0;
+            if !skipped {
+                self.step += 1;
+                self.precision = Some(precision);
+            }
+            self.pending = None;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CudaGmtAdamW {
+    fn drop(&mut self) {
+        // The kernels' module is unloaded right after: let the enqueued work finish first.
+        let _ = self.stream.synchronize();
+    }
+}
