@@ -1,0 +1,135 @@
+//! Checkpoints: `<method>/checkpoints/step-NNNNNN/` holds the weights as a loadable model directory
+//! (`config.json`, `model.safetensors`, `tokenizer.json` when there is one), `optimizer.bin` (the
+//! crate optimizer's own state file) and `trainer.json`.
+//!
+//! Atomicity: a checkpoint is written into `step-NNNNNN.tmp/` and renamed into place, then the
+//! `latest` pointer file is replaced atomically. A crash at any point leaves `latest` naming a
+//! complete checkpoint. Older checkpoints are removed after the pointer moves.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::hf::{save_dir, write_atomic};
+use crate::model::Llama;
+use crate::optim::Optimizer;
+use crate::tokenizer::Tok;
+
+/// Where the trainer stood when the checkpoint was written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Steps the run was configured for (the schedule depends on it).
+    pub total_steps: u64,
+    /// The optimizer's own step counter (behind `step` by the skipped steps).
+    pub optimizer_step: u64,
+}
+
+fn root(dir: &Path) -> PathBuf {
+    dir.join("checkpoints")
+}
+
+/// Writes a checkpoint after `step` steps.
+pub fn save(
+    dir: &Path,
+    model: &Llama,
+    tok: &Tok,
+    host: &[Vec<f32>],
+    optimizer: &Optimizer,
+    step: u64,
+    total_steps: u64,
+) -> Result<()> {
+    let root = root(dir);
+    let name = format!("step-{step:06}");
+    let (tmp, done) = (root.join(format!("{name}.tmp")), root.join(&name));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    save_dir(&tmp, &model.cfg, host, tok)?;
+    optimizer.save(&tmp.join("optimizer.bin"))?;
+    let state = TrainerState {
+        step,
+        total_steps,
+        optimizer_step: optimizer.step_count(),
+    };
+    std::fs::write(
+        tmp.join("trainer.json"),
+        serde_json::to_string_pretty(&state)?,
+    )?;
+    if done.exists() {
+        std::fs::remove_dir_all(&done)?;
+    }
+    std::fs::rename(&tmp, &done)
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    write_atomic(&root.join("latest"), |path| {
+        Ok(std::fs::write(path, &name)?)
+    })?;
+    for entry in std::fs::read_dir(&root)?.flatten() {
+        let file = entry.file_name().to_string_lossy().to_string();
+        if file.starts_with("step-") && file != name {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the latest checkpoint of `dir`, if any, into `host` and `optimizer`.
+pub fn load_latest(
+    dir: &Path,
+    model: &Llama,
+    host: &mut [Vec<f32>],
+    optimizer: &mut Optimizer,
+) -> Result<Option<TrainerState>> {
+    let pointer = root(dir).join("latest");
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer)
+        .with_context(|| format!("reading {}", pointer.display()))?;
+    let ckpt = root(dir).join(name.trim());
+    let state_path = ckpt.join("trainer.json");
+    let state: TrainerState = serde_json::from_str(
+        &std::fs::read_to_string(&state_path)
+            .with_context(|| format!("missing checkpoint file {}", state_path.display()))?,
+    )
+    .with_context(|| format!("{}: corrupt trainer state", state_path.display()))?;
+    let weights = ckpt.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).with_context(|| {
+        format!(
+            "{}: missing or corrupt checkpoint weights",
+            weights.display()
+        )
+    })?;
+    for (param, buf) in model.params.iter().zip(host.iter_mut()) {
+        let Some(tensor) = tensors.get(&param.name) else {
+            bail!(
+                "config/weights mismatch: {} has no tensor `{}`",
+                weights.display(),
+                param.name
+            );
+        };
+        if tensor.dims() != param.var.dims() {
+            bail!(
+                "config/weights mismatch: `{}` has shape {:?} in {}, the model has {:?}",
+                param.name,
+                tensor.dims(),
+                weights.display(),
+                param.var.dims()
+            );
+        }
+        *buf = tensor.flatten_all()?.to_vec1::<f32>()?;
+    }
+    optimizer.load(&ckpt.join("optimizer.bin"))?;
+    if optimizer.step_count() != state.optimizer_step {
+        bail!(
+            "{}: optimizer.bin is at step {}, trainer.json says {}",
+            ckpt.display(),
+            optimizer.step_count(),
+            state.optimizer_step
+        );
+    }
+    Ok(Some(state))
+}

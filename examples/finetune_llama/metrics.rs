@@ -1,0 +1,106 @@
+//! `metrics.jsonl` (one JSON object per line, flushed as written) and the per-layer kept fraction.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use gradmask::Scope;
+
+use crate::model::Llama;
+use crate::optim::{MaskMode, OptimSpec, StepReport};
+
+pub struct Metrics {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl Metrics {
+    /// Opens `path` for appending. Resuming after step `s` first drops the lines of later steps,
+    /// so the file matches an uninterrupted run; a fresh run starts an empty file.
+    pub fn open(path: &Path, resume_after: Option<u64>) -> Result<Self> {
+        let kept: Vec<String> = match resume_after {
+            Some(step) if path.exists() => std::fs::read_to_string(path)?
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s <= step)
+                })
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        Ok(Metrics {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    pub fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}")
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// Reads every JSON line of `path`.
+pub fn read_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Fraction of each transformer layer's entries that took part in the update this step (masked
+/// and frozen entries do not). Per-tensor groups give exact counts; for wider GMT groups the kept
+/// entries of each tensor are counted against the group's threshold; for a random mask over wider
+/// groups the group's fraction stands for each of its tensors.
+pub fn kept_by_layer(
+    model: &Llama,
+    report: &StepReport,
+    grads: &[Vec<f32>],
+    spec: &OptimSpec,
+) -> Vec<f64> {
+    let layers = model.cfg.num_hidden_layers;
+    let (mut kept, mut total) = (vec![0.0; layers], vec![0.0; layers]);
+    for (i, param) in model.params.iter().enumerate() {
+        let Some(layer) = param.layer else { continue };
+        let len = grads[i].len() as f64;
+        total[layer] += len;
+        if spec.frozen.as_ref().is_some_and(|f| f[i]) || report.groups.is_empty() {
+            continue;
+        }
+        let group = match spec.mask.scope {
+            Scope::PerTensor => i,
+            Scope::Global => 0,
+            Scope::Groups => layer + 1,
+        };
+        let stats = &report.groups[group.min(report.groups.len() - 1)];
+        kept[layer] += if spec.mask.mask_ratio == 0.0 {
+            len
+        } else if spec.mask.scope == Scope::PerTensor || spec.mode != MaskMode::Gmt {
+            len * stats.kept as f64 / stats.len.max(1) as f64
+        } else {
+            grads[i]
+                .iter()
+                .filter(|g| stats.keeps_key(g.to_bits() & 0x7fff_ffff))
+                .count() as f64
+        };
+    }
+    kept.iter()
+        .zip(&total)
+        .map(|(k, t)| if *t > 0.0 { k / t } else { 0.0 })
+        .collect()
+}
