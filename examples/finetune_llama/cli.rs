@@ -154,9 +154,13 @@ pub struct Args {
     /// With --eval-only: print this many held-out generations.
     #[arg(long, default_value_t = 0)]
     pub show: usize,
-    /// Threads for candle and rayon (default: available cores).
+    /// rayon threads: matmuls and the gradient selection (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// candle's element-wise thread pool, whose workers spin between ops (default 1: no spinning;
+    /// more helps only on an otherwise idle machine).
+    #[arg(long)]
+    pub candle_threads: Option<usize>,
     /// Keep denormals (for measuring what flushing them saves).
     #[arg(long)]
     pub no_ftz: bool,

@@ -1,11 +1,16 @@
-//! CPU set-up: denormals flushed to zero on every thread, and thread counts that do not
-//! oversubscribe the cores.
+//! CPU set-up: denormals flushed to zero on every thread, thread counts that do not oversubscribe
+//! the cores, and an allocator that keeps freed buffers.
 //!
-//! Why: tiny gradients and AdamW's second moments decay into the denormal range within a few
-//! hundred steps, and x86 handles denormal operands in microcode (tens to hundreds of cycles per
-//! op). candle's element-wise ops run on a spin-waiting "barrier pool" while its matmuls (gemm) run
-//! on rayon, so on a small machine the two pools spin against each other unless both are sized to
-//! the cores. Measured effects are in benches/NOTES.md, "finetune_llama (CPU)".
+//! Why:
+//! - Tiny gradients and AdamW's second moments can decay into the denormal range, and x86 handles
+//!   denormal operands in microcode (tens to hundreds of cycles per op).
+//! - candle runs its element-wise ops on a "barrier pool" whose workers spin (25,000 iterations by
+//!   default) between ops, while its matmuls (gemm) run on rayon. On 2 cores shared with anything
+//!   else, the spinning workers take the cores from the threads doing the work: a step measured
+//!   14x slower under load. So candle's pool gets one thread (`CANDLE_NUM_THREADS=1`: element-wise
+//!   ops run on the calling thread, no spinning) and rayon gets the cores.
+//!
+//! Measured effects are in benches/NOTES.md, "finetune_llama (CPU)".
 
 /// MXCSR bits: FTZ (flush results to zero, bit 15) and DAZ (treat denormal inputs as zero, bit 6).
 #[cfg(target_arch = "x86_64")]
@@ -73,17 +78,25 @@ pub fn keep_freed_memory() {
 /// Thread settings chosen for this process.
 #[derive(Debug, Clone, Copy)]
 pub struct Threads {
-    /// Worker threads for candle's pools and rayon.
+    /// rayon threads (gemm, the crate's selection).
     pub threads: usize,
+    /// candle's element-wise barrier pool, the calling thread included.
+    pub candle_threads: usize,
     /// Whether denormals are flushed.
     pub ftz: bool,
 }
 
 /// Configures the process before any candle or rayon work: FTZ/DAZ (unless `no_ftz`), the
 /// allocator (unless `default_malloc`, see [`keep_freed_memory`]), and
-/// `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` set to `threads` (default: the available cores) unless
-/// the user already set them. Must run before any other thread is spawned.
-pub fn configure(threads: Option<usize>, no_ftz: bool, default_malloc: bool) -> Threads {
+/// `RAYON_NUM_THREADS` = `threads` (default: the available cores) and `CANDLE_NUM_THREADS` =
+/// `candle_threads` (default 1), each unless the user already set it. Must run before any other
+/// thread is spawned.
+pub fn configure(
+    threads: Option<usize>,
+    candle_threads: Option<usize>,
+    no_ftz: bool,
+    default_malloc: bool,
+) -> Threads {
     if !no_ftz {
         flush_denormals();
     }
@@ -92,12 +105,26 @@ pub fn configure(threads: Option<usize>, no_ftz: bool, default_malloc: bool) -> 
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = threads.unwrap_or(cores).max(1);
-    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+    let candle_threads = candle_threads.unwrap_or(1).max(1);
+    for (var, n) in [
+        ("RAYON_NUM_THREADS", threads),
+        ("CANDLE_NUM_THREADS", candle_threads),
+    ] {
         if std::env::var_os(var).is_none() {
             // No other thread exists yet (see the contract above), so nothing races on the environment.
-            std::env::set_var(var, threads.to_string());
+            std::env::set_var(var, n.to_string());
         }
     }
+    let from_env = |var: &str, n: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n)
+    };
+    let (threads, candle_threads) = (
+        from_env("RAYON_NUM_THREADS", threads),
+        from_env("CANDLE_NUM_THREADS", candle_threads),
+    );
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .start_handler(move |_| {
@@ -108,6 +135,7 @@ pub fn configure(threads: Option<usize>, no_ftz: bool, default_malloc: bool) -> 
         .build_global();
     Threads {
         threads,
+        candle_threads,
         ftz: denormals_flushed(),
     }
 }

@@ -53,7 +53,12 @@ use train::{eval_subset, host_params, set_params, DataSet};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let threads = cpu::configure(args.threads, args.no_ftz, args.default_malloc);
+    let threads = cpu::configure(
+        args.threads,
+        args.candle_threads,
+        args.no_ftz,
+        args.default_malloc,
+    );
     match run(&args, threads) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -70,13 +75,14 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
     let (model, tok) = load_model(args, &device, &examples)?;
     let n_params: usize = model.params.iter().map(|p| p.var.elem_count()).sum();
     println!(
-        "model {}: {} layers, hidden {}, {:.2}M parameters, vocab {}; {} threads, denormals {}",
+        "model {}: {} layers, hidden {}, {:.2}M parameters, vocab {}; {} rayon + {} candle threads, denormals {}",
         args.model,
         model.cfg.num_hidden_layers,
         model.cfg.hidden_size,
         n_params as f64 / 1e6,
         tok.vocab_size(),
         threads.threads,
+        threads.candle_threads,
         if threads.ftz { "flushed" } else { "kept" }
     );
     if args.model != "builtin" {
@@ -158,7 +164,7 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
     plot::loss_plot(&out.join("loss.png"), &runs)?;
     plot::kept_plot(&out.join("kept_fraction.png"), &runs)?;
     let summary = serde_json::json!({
-        "model": args.model, "parameters": n_params, "threads": threads.threads, "ftz": threads.ftz,
+        "model": args.model, "parameters": n_params, "threads": threads.threads, "candle_threads": threads.candle_threads, "ftz": threads.ftz,
         "steps": args.steps, "micro_batch": args.micro_batch, "accum": args.accum, "lr": train_config(args).lr,
         "mask_ratio": args.mask_ratio, "scope": format!("{:?}", args.scope), "masked": format!("{:?}", args.masked),
         "seed": args.seed, "train_examples": data.train.len(), "heldout_examples": data.heldout.len(),

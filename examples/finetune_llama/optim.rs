@@ -2,6 +2,8 @@
 //! (SFT, GMT, random mask, HFT, one-off drop) steps through here, so the example has no second
 //! optimizer.
 //!
+//! It is a thin layer: host buffers in and out, one `TensorTable` built from the model's
+//! parameter order, and errors with context.
 
 use std::path::Path;
 

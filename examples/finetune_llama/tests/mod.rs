@@ -36,6 +36,7 @@ pub fn micro_args(out: &Path, extra: &[&str]) -> Args {
 pub fn threads() -> cpu::Threads {
     cpu::Threads {
         threads: 2,
+        candle_threads: 1,
         ftz: false,
     }
 }
