@@ -158,17 +158,6 @@ fn lane_sum(values: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + sixteens.remainder().iter().sum::<f32>()
 }
 
-/// Times `iters` calls of `f` on the GPU: wall time from a synchronized start to a synchronized end.
-fn gpu_time(stream: &cudarc::driver::CudaStream, iters: u64, mut f: impl FnMut()) -> Duration {
-    stream.synchronize().unwrap();
-    let start = std::time::Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    stream.synchronize().unwrap();
-    start.elapsed()
-}
-
 fn cuda(c: &mut Criterion) {
     let stream = match gradmask::cuda::default_stream(0) {
         Ok(stream) => stream,
@@ -203,7 +192,7 @@ fn cuda(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(2 * bytes));
         group.bench_function("copy_dtod", |b| {
             b.iter_custom(|iters| {
-                gpu_time(&stream, iters, || {
+                common::gpu_time(&stream, iters, || {
                     stream.memcpy_dtod(&src, &mut dst).unwrap()
                 })
             })
@@ -215,7 +204,7 @@ fn cuda(c: &mut Criterion) {
             gradmask::cuda::CudaSelector::new(stream.clone(), &table, scope).unwrap();
         group.bench_function(BenchmarkId::new("gmt_select", format!("{scope:?}")), |b| {
             b.iter_custom(|iters| {
-                gpu_time(&stream, iters, || {
+                common::gpu_time(&stream, iters, || {
                     selector.select(&grads, MASK_RATIO).unwrap()
                 })
             })

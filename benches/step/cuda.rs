@@ -24,7 +24,7 @@
 
 use crate::common;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use cudarc::driver::{CudaSlice, CudaStream};
@@ -33,17 +33,6 @@ use gradmask::{AdamWConfig, MaskConfig, Scope, TensorTable};
 
 const MASK_RATIO: f64 = 0.2;
 const LR: f64 = 1e-4;
-
-/// Wall time of `iters` calls of `f`, from a synchronized start to a synchronized end.
-fn gpu_time(stream: &CudaStream, iters: u64, mut f: impl FnMut()) -> Duration {
-    stream.synchronize().unwrap();
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    stream.synchronize().unwrap();
-    start.elapsed()
-}
 
 fn optimizer(stream: &Arc<CudaStream>, table: &TensorTable, mask_ratio: f64) -> CudaGmtAdamW {
     let mask = MaskConfig {
@@ -106,8 +95,8 @@ pub fn cuda(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     let mut timed = Vec::new(); // (name, bytes per step, seconds per step)
     let mut time = |name: &str, bytes: u64, f: &mut dyn FnMut()| {
-        gpu_time(&stream, 2, &mut *f);
-        let per_step = gpu_time(&stream, 10, &mut *f).as_secs_f64() / 10.0;
+        common::gpu_time(&stream, 2, &mut *f);
+        let per_step = common::gpu_time(&stream, 10, &mut *f).as_secs_f64() / 10.0;
         timed.push((name.to_string(), bytes, per_step));
     };
 
@@ -118,7 +107,7 @@ pub fn cuda(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(bytes));
         let mut copy = || stream.memcpy_dtod(&src, &mut dst).unwrap();
         group.bench_function("copy_dtod", |b| {
-            b.iter_custom(|iters| gpu_time(&stream, iters, &mut copy))
+            b.iter_custom(|iters| common::gpu_time(&stream, iters, &mut copy))
         });
         time("copy_dtod", bytes, &mut copy);
     }
@@ -131,7 +120,7 @@ pub fn cuda(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(bytes_per_param * total));
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| gpu_time(&stream, iters, &mut step))
+            b.iter_custom(|iters| common::gpu_time(&stream, iters, &mut step))
         });
         time(name, bytes_per_param * total, &mut step);
         let report = opt.last_report().unwrap();
@@ -146,7 +135,7 @@ pub fn cuda(c: &mut Criterion) {
         };
         group.throughput(Throughput::Bytes(28 * total));
         group.bench_function("fused_update", |b| {
-            b.iter_custom(|iters| gpu_time(&stream, iters, &mut update))
+            b.iter_custom(|iters| common::gpu_time(&stream, iters, &mut update))
         });
         time("fused_update", 28 * total, &mut update);
     }

@@ -107,17 +107,9 @@ pub fn window_pass<T: GradElem>(
     out: &mut [u32],
 ) -> WindowCounts {
     #[cfg(target_arch = "x86_64")]
-    if T::DTYPE == crate::DType::F32 && std::is_x86_feature_detected!("avx512f") {
-        let data: &[f32] = bytemuck::cast_slice(data);
+    if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { window_f32_avx512(data, window, non_finite_key, out) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if T::DTYPE != crate::DType::F32 && std::is_x86_feature_detected!("avx512f") {
-        let bits: &[u16] = bytemuck::cast_slice(data);
-        let bf16 = T::DTYPE == crate::DType::BF16;
-        // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { window_u16_avx512(bits, bf16, window, non_finite_key, out) };
+        return unsafe { window_avx512(data, window, non_finite_key, out) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -178,19 +170,20 @@ unsafe fn window_avx2<T: GradElem>(
     window_body(data, window, non_finite_key, out)
 }
 
-/// The window pass for f32 with AVX-512: counts from comparison masks, and the keys inside the
-/// window packed with a register compress and one full-width store (never a compress-to-memory,
-/// which is slow on some cores).
+/// The window pass with AVX-512, for every gradient dtype: 16 entries at a time, keys widened to
+/// 32 bits; counts from comparison masks; the keys inside the window packed with a register
+/// compress and one full-width store (never a compress-to-memory, which is slow on some cores);
+/// the values widened to f64 for the canonical sum of squares. The tail (fewer than 16 entries)
+/// goes through the portable body.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn window_f32_avx512(
-    data: &[f32],
+unsafe fn window_avx512<T: GradElem>(
+    data: &[T],
     window: KeyWindow,
     non_finite_key: u32,
     out: &mut [u32],
 ) -> WindowCounts {
     use std::arch::x86_64::*;
-    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let lo = _mm512_set1_epi32(window.lo as i32);
     let span = _mm512_set1_epi32(window.span as i32);
     let top = _mm512_set1_epi32(window.lo.wrapping_add(window.span) as i32);
@@ -205,10 +198,10 @@ unsafe fn window_f32_avx512(
                 ..WindowCounts::default()
             };
         }
-        // SAFETY: `block` holds 16 f32 (64 bytes) and `out[written..written + 16]` is in bounds
-        // (checked above); unaligned loads and stores are used throughout.
+        // SAFETY: `block` holds 16 entries and `out[written..written + 16]` is in bounds (checked
+        // above); unaligned loads and stores are used throughout.
         unsafe {
-            let keys = _mm512_and_si512(_mm512_loadu_si512(block.as_ptr().cast()), abs_mask);
+            let (keys, values) = load16(block);
             above += u64::from(_mm512_cmpgt_epu32_mask(keys, top).count_ones());
             non_finite += u64::from(_mm512_cmpge_epu32_mask(keys, non_finite_at).count_ones());
             let inside = _mm512_cmple_epu32_mask(_mm512_sub_epi32(keys, lo), span);
@@ -217,8 +210,9 @@ unsafe fn window_f32_avx512(
                 _mm512_maskz_compress_epi32(inside, keys),
             );
             written += inside.count_ones() as usize;
-            let low = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr()));
-            let high = _mm512_cvtps_pd(_mm256_loadu_ps(block.as_ptr().add(8)));
+            let high_half = _mm512_extractf64x4_pd(_mm512_castps_pd(values), 1);
+            let low = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
+            let high = _mm512_cvtps_pd(_mm256_castpd_ps(high_half));
             // Multiply, then add: the canonical lanes (see `add_squares`), not an FMA.
             sq_low = _mm512_add_pd(sq_low, _mm512_mul_pd(low, low));
             sq_high = _mm512_add_pd(sq_high, _mm512_mul_pd(high, high));
@@ -231,12 +225,6 @@ unsafe fn window_f32_avx512(
         _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
     }
     add_squares(&mut lanes, blocks.remainder());
-    let mut counts = WindowCounts {
-        sum_sq: reduce_lanes(&lanes),
-        above,
-        non_finite,
-        written: Some(written),
-    };
     let tail = window_body(
         blocks.remainder(),
         window,
@@ -249,92 +237,50 @@ unsafe fn window_f32_avx512(
             ..WindowCounts::default()
         };
     };
-    counts.above += tail.above;
-    counts.non_finite += tail.non_finite;
-    counts.written = Some(written + tail_written);
-    counts
-}
-
-/// The window pass for bf16 and f16 with AVX-512: the 16-bit patterns are widened to 32-bit keys,
-/// then counted and compressed as in [`window_f32_avx512`]; the values are widened to f64 for the
-/// canonical sum of squares (bf16: a shift; f16: `vcvtph2ps`, exact).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn window_u16_avx512(
-    bits: &[u16],
-    bf16: bool,
-    window: KeyWindow,
-    non_finite_key: u32,
-    out: &mut [u32],
-) -> WindowCounts {
-    use std::arch::x86_64::*;
-    let sign_mask = _mm512_set1_epi32(0x7fff);
-    let lo = _mm512_set1_epi32(window.lo as i32);
-    let span = _mm512_set1_epi32(window.span as i32);
-    let top = _mm512_set1_epi32(window.lo.wrapping_add(window.span) as i32);
-    let non_finite_at = _mm512_set1_epi32(non_finite_key as i32);
-    let (mut above, mut non_finite, mut written) = (0u64, 0u64, 0usize);
-    let (mut sq_low, mut sq_high) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-    let mut blocks = bits.chunks_exact(LANES);
-    for block in &mut blocks {
-        if written + LANES > out.len() {
-            return WindowCounts {
-                written: None,
-                ..WindowCounts::default()
-            };
-        }
-        // SAFETY: `block` holds 16 u16 (32 bytes) and `out[written..written + 16]` is in bounds
-        // (checked above); unaligned loads and stores are used throughout.
-        unsafe {
-            let raw16 = _mm256_loadu_si256(block.as_ptr().cast());
-            let raw = _mm512_cvtepu16_epi32(raw16);
-            let keys = _mm512_and_si512(raw, sign_mask);
-            above += u64::from(_mm512_cmpgt_epu32_mask(keys, top).count_ones());
-            non_finite += u64::from(_mm512_cmpge_epu32_mask(keys, non_finite_at).count_ones());
-            let inside = _mm512_cmple_epu32_mask(_mm512_sub_epi32(keys, lo), span);
-            _mm512_storeu_si512(
-                out.as_mut_ptr().add(written).cast(),
-                _mm512_maskz_compress_epi32(inside, keys),
-            );
-            written += inside.count_ones() as usize;
-            let values = if bf16 {
-                _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16))
-            } else {
-                _mm512_cvtph_ps(raw16)
-            };
-            let as_pd = _mm512_castps_pd(values);
-            let low = _mm512_cvtps_pd(_mm512_castps512_ps256(values));
-            let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(as_pd, 1)));
-            sq_low = _mm512_add_pd(sq_low, _mm512_mul_pd(low, low));
-            sq_high = _mm512_add_pd(sq_high, _mm512_mul_pd(high, high));
-        }
-    }
-    let mut lanes = [0.0f64; LANES];
-    // SAFETY: `lanes` holds 16 f64, two unaligned 8-lane stores.
-    unsafe {
-        _mm512_storeu_pd(lanes.as_mut_ptr(), sq_low);
-        _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
-    }
-    let tail = if bf16 {
-        let tail: &[half::bf16] = bytemuck::cast_slice(blocks.remainder());
-        add_squares(&mut lanes, tail);
-        window_body(tail, window, non_finite_key, &mut out[written..])
-    } else {
-        let tail: &[half::f16] = bytemuck::cast_slice(blocks.remainder());
-        add_squares(&mut lanes, tail);
-        window_body(tail, window, non_finite_key, &mut out[written..])
-    };
-    let Some(tail_written) = tail.written else {
-        return WindowCounts {
-            written: None,
-            ..WindowCounts::default()
-        };
-    };
     WindowCounts {
         sum_sq: reduce_lanes(&lanes),
         above: above + tail.above,
         non_finite: non_finite + tail.non_finite,
         written: Some(written + tail_written),
+    }
+}
+
+/// The 32-bit keys and the f32 values of 16 entries (`block.len() == 16`).
+///
+/// # Safety
+/// The CPU has AVX-512F and `block` holds 16 entries.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load16<T: GradElem>(
+    block: &[T],
+) -> (std::arch::x86_64::__m512i, std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(block.len(), LANES);
+    // SAFETY: the block holds 16 entries of T (64 bytes for f32, 32 for bf16/f16), read unaligned.
+    unsafe {
+        match T::DTYPE {
+            crate::DType::F32 => {
+                let raw = _mm512_loadu_si512(block.as_ptr().cast());
+                (
+                    _mm512_and_si512(raw, _mm512_set1_epi32(0x7fff_ffff)),
+                    _mm512_castsi512_ps(raw),
+                )
+            }
+            crate::DType::BF16 => {
+                let raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256(block.as_ptr().cast()));
+                let values = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+                (_mm512_and_si512(raw, _mm512_set1_epi32(0x7fff)), values)
+            }
+            crate::DType::F16 => {
+                let raw16 = _mm256_loadu_si256(block.as_ptr().cast());
+                let raw = _mm512_cvtepu16_epi32(raw16);
+                (
+                    _mm512_and_si512(raw, _mm512_set1_epi32(0x7fff)),
+                    _mm512_cvtph_ps(raw16),
+                )
+            }
+        }
     }
 }
 

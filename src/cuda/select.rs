@@ -338,40 +338,33 @@ impl CudaSelector {
                     arg(&mut d_step),
                 ],
             )?;
-            let mut flags = if dtype == DType::F32 {
-                REFINE_COMPACT
-            } else {
-                0
+            // One refinement pass over every chunk; `flags` picks compaction or skips the groups
+            // that the candidate kernel finishes.
+            let refine = move |mut flags: u32| {
+                let (mut chunks, mut groups, mut hist, mut cand) =
+                    (d_chunks, d_groups, d_hist, d_cand);
+                k.refine[d].launch(
+                    raw_stream,
+                    (n_chunks, 1, 1),
+                    &mut [
+                        arg(&mut chunks),
+                        arg(&mut groups),
+                        arg(&mut hist),
+                        arg(&mut cand),
+                        &mut flags as *mut u32 as _,
+                    ],
+                )
             };
-            k.refine[d].launch(
-                raw_stream,
-                (n_chunks, 1, 1),
-                &mut [
-                    arg(&mut d_chunks),
-                    arg(&mut d_groups),
-                    arg(&mut d_hist),
-                    arg(&mut d_cand),
-                    &mut flags as *mut u32 as _,
-                ],
-            )?;
             if dtype == DType::F32 {
+                refine(REFINE_COMPACT)?;
                 k.candidates.launch(
                     raw_stream,
                     (n_groups, CANDIDATE_BLOCKS, 1),
                     &mut [arg(&mut d_groups), arg(&mut d_hist), arg(&mut d_cand)],
                 )?;
-                let mut flags = REFINE_SKIP_CANDIDATES;
-                k.refine[d].launch(
-                    raw_stream,
-                    (n_chunks, 1, 1),
-                    &mut [
-                        arg(&mut d_chunks),
-                        arg(&mut d_groups),
-                        arg(&mut d_hist),
-                        arg(&mut d_cand),
-                        &mut flags as *mut u32 as _,
-                    ],
-                )?;
+                refine(REFINE_SKIP_CANDIDATES)?;
+            } else {
+                refine(0)?;
             }
         }
         Ok(())

@@ -299,3 +299,19 @@ pub fn hash_gradients(lengths: &[usize]) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// Wall time of `iters` calls of `f` on the GPU, from a synchronized start to a synchronized end
+/// (the benches' CUDA timer).
+pub fn gpu_time(
+    stream: &cudarc::driver::CudaStream,
+    iters: u64,
+    mut f: impl FnMut(),
+) -> std::time::Duration {
+    stream.synchronize().unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    stream.synchronize().unwrap();
+    start.elapsed()
+}
