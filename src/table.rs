@@ -63,13 +63,7 @@ impl TensorTable {
 
     /// Marks tensors as dense: never masked, still updated, not counted in any group's length.
     pub fn with_dense(mut self, dense: &[bool]) -> Result<Self> {
-        if dense.len() != self.lengths.len() {
-            return Err(Error::CountMismatch {
-                what: "dense flags",
-                expected: self.lengths.len(),
-                got: dense.len(),
-            });
-        }
+        self.check_count("dense flags", dense.len())?;
         self.dense.copy_from_slice(dense);
         Ok(self)
     }
@@ -110,19 +104,26 @@ impl TensorTable {
         *self.offsets.last().unwrap_or(&0)
     }
 
+    /// Checks that a per-tensor list (flags, buffers) has one entry per tensor; `what` names it.
+    pub fn check_count(&self, what: &'static str, got: usize) -> Result<()> {
+        if got == self.lengths.len() {
+            Ok(())
+        } else {
+            Err(Error::CountMismatch {
+                what,
+                expected: self.lengths.len(),
+                got,
+            })
+        }
+    }
+
     /// Checks a list of buffer lengths against the table; `what` names the buffers in the error.
     pub fn check_lengths(
         &self,
         what: &'static str,
         got: impl ExactSizeIterator<Item = usize>,
     ) -> Result<()> {
-        if got.len() != self.lengths.len() {
-            return Err(Error::CountMismatch {
-                what,
-                expected: self.lengths.len(),
-                got: got.len(),
-            });
-        }
+        self.check_count(what, got.len())?;
         for (tensor, (got, &expected)) in got.zip(&self.lengths).enumerate() {
             if got != expected {
                 return Err(Error::LengthMismatch {

@@ -145,13 +145,7 @@ impl GmtAdamW {
     /// Fixes which tensors are frozen (HFT): their p, m and v are left untouched by every step.
     /// Their gradients still count in the selection, the norm and the non-finite check.
     pub fn set_frozen(&mut self, frozen: &[bool]) -> Result<()> {
-        if frozen.len() != self.table.len() {
-            return Err(Error::CountMismatch {
-                what: "frozen flags",
-                expected: self.table.len(),
-                got: frozen.len(),
-            });
-        }
+        self.table.check_count("frozen flags", frozen.len())?;
         self.frozen.copy_from_slice(frozen);
         Ok(())
     }
