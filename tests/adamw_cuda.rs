@@ -293,3 +293,6 @@ fn clipping_matches_the_f64_reference() {
 
 #[path = "adamw_cuda/resume.rs"]
 mod resume;
+
+#[path = "adamw_cuda/raw.rs"]
+mod raw;

@@ -37,8 +37,7 @@ pub fn save(
     dir: &Path,
     model: &Llama,
     tok: &Tok,
-    host: &[Vec<f32>],
-    optimizer: &Optimizer,
+    optimizer: &mut Optimizer,
     step: u64,
     total_steps: u64,
 ) -> Result<()> {
@@ -48,12 +47,12 @@ pub fn save(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    save_dir(&tmp, &model.cfg, host, tok)?;
+    save_dir(&tmp, &model.cfg, &optimizer.params()?, tok)?;
     optimizer.save(&tmp.join("optimizer.bin"))?;
     let state = TrainerState {
         step,
         total_steps,
-        optimizer_step: optimizer.step_count(),
+        optimizer_step: optimizer.step_count()?,
     };
     std::fs::write(
         tmp.join("trainer.json"),
@@ -76,11 +75,10 @@ pub fn save(
     Ok(())
 }
 
-/// Loads the latest checkpoint of `dir`, if any, into `host` and `optimizer`.
+/// Loads the latest checkpoint of `dir`, if any, into `optimizer` and the model.
 pub fn load_latest(
     dir: &Path,
     model: &Llama,
-    host: &mut [Vec<f32>],
     optimizer: &mut Optimizer,
 ) -> Result<Option<TrainerState>> {
     let pointer = root(dir).join("latest");
@@ -103,7 +101,8 @@ pub fn load_latest(
             weights.display()
         )
     })?;
-    for (param, buf) in model.params.iter().zip(host.iter_mut()) {
+    let mut host = Vec::with_capacity(model.params.len());
+    for param in &model.params {
         let Some(tensor) = tensors.get(&param.name) else {
             bail!(
                 "config/weights mismatch: {} has no tensor `{}`",
@@ -120,16 +119,17 @@ pub fn load_latest(
                 param.var.dims()
             );
         }
-        *buf = tensor.flatten_all()?.to_vec1::<f32>()?;
+        host.push(tensor.flatten_all()?.to_vec1::<f32>()?);
     }
     optimizer.load(&ckpt.join("optimizer.bin"))?;
-    if optimizer.step_count() != state.optimizer_step {
+    let optimizer_step = optimizer.step_count()?;
+    if optimizer_step != state.optimizer_step {
         bail!(
-            "{}: optimizer.bin is at step {}, trainer.json says {}",
+            "{}: optimizer.bin is at step {optimizer_step}, trainer.json says {}",
             ckpt.display(),
-            optimizer.step_count(),
             state.optimizer_step
         );
     }
+    optimizer.set_params(model, host)?;
     Ok(Some(state))
 }

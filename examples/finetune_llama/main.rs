@@ -22,6 +22,8 @@ mod cpu;
 mod data;
 mod eval;
 mod gguf;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod hf;
 mod methods;
 mod metrics;
@@ -259,7 +261,8 @@ fn run_method(
         heldout_exact_match: em,
         heldout_loss,
         step_s: outcome.step_s,
-        fwd_bwd_s: outcome.fwd_bwd_s,
+        fwd_s: outcome.fwd_s,
+        bwd_s: outcome.bwd_s,
         opt_s: outcome.opt_s,
         tokens_per_s: outcome.tokens_per_s,
         first_train_loss: outcome.train_losses.first().copied().unwrap_or(f64::NAN),

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use gradmask::Scope;
+use gradmask::{GroupStats, Scope};
 
 use crate::model::Llama;
 use crate::optim::{MaskMode, OptimSpec, StepReport};
@@ -64,20 +64,24 @@ pub fn read_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
 }
 
 /// Fraction of each transformer layer's entries that took part in the update this step (masked
-/// and frozen entries do not). Per-tensor groups give exact counts; for wider GMT groups the kept
-/// entries of each tensor are counted against the group's threshold; for a random mask over wider
-/// groups the group's fraction stands for each of its tensors.
+/// and frozen entries do not). Where a tensor's kept count is its group's fraction of its length
+/// (per-tensor groups, a random mask, or one group per layer with nothing frozen) that is used;
+/// otherwise (GMT over the whole model, or layer groups with frozen tensors) `count_kept` counts
+/// the tensor's entries at or above its group's threshold.
 pub fn kept_by_layer(
     model: &Llama,
     report: &StepReport,
-    grads: &[Vec<f32>],
     spec: &OptimSpec,
-) -> Vec<f64> {
+    count_kept: impl Fn(usize, &GroupStats) -> Result<u64>,
+) -> Result<Vec<f64>> {
     let layers = model.cfg.num_hidden_layers;
     let (mut kept, mut total) = (vec![0.0; layers], vec![0.0; layers]);
+    let by_fraction = spec.mask.scope == Scope::PerTensor
+        || spec.mode != MaskMode::Gmt
+        || (spec.mask.scope == Scope::Groups && spec.frozen.is_none());
     for (i, param) in model.params.iter().enumerate() {
         let Some(layer) = param.layer else { continue };
-        let len = grads[i].len() as f64;
+        let len = param.var.elem_count() as f64;
         total[layer] += len;
         if spec.frozen.as_ref().is_some_and(|f| f[i]) || report.groups.is_empty() {
             continue;
@@ -90,17 +94,15 @@ pub fn kept_by_layer(
         let stats = &report.groups[group.min(report.groups.len() - 1)];
         kept[layer] += if spec.mask.mask_ratio == 0.0 {
             len
-        } else if spec.mask.scope == Scope::PerTensor || spec.mode != MaskMode::Gmt {
+        } else if by_fraction {
             len * stats.kept as f64 / stats.len.max(1) as f64
         } else {
-            grads[i]
-                .iter()
-                .filter(|g| stats.keeps_key(g.to_bits() & 0x7fff_ffff))
-                .count() as f64
+            count_kept(i, stats)? as f64
         };
     }
-    kept.iter()
+    Ok(kept
+        .iter()
         .zip(&total)
         .map(|(k, t)| if *t > 0.0 { k / t } else { 0.0 })
-        .collect()
+        .collect())
 }

@@ -47,8 +47,10 @@ pub struct DataSet {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub train_losses: Vec<f64>,
-    /// Median seconds per step in this process: forward+backward, optimizer (plus copies), total.
-    pub fwd_bwd_s: f64,
+    /// Median seconds per step in this process: forward (batch upload and loss included),
+    /// backward (gradient accumulation included), the optimizer step (with its report), total.
+    pub fwd_s: f64,
+    pub bwd_s: f64,
     pub opt_s: f64,
     pub step_s: f64,
     pub tokens_per_s: f64,
@@ -105,17 +107,10 @@ pub fn train(
     if data.train.is_empty() {
         bail!("empty dataset: no training examples");
     }
-    let lengths: Vec<usize> = model.params.iter().map(|p| p.var.elem_count()).collect();
-    let groups: Vec<u32> = model
-        .params
-        .iter()
-        .map(|p| p.layer.map_or(0, |l| l as u32 + 1))
-        .collect();
-    let mut optimizer = Optimizer::new(&lengths, &groups, spec)?;
-    let mut host = host_params(model)?;
+    let mut optimizer = Optimizer::new(model, spec)?;
     let mut start = 0;
     if resume {
-        if let Some(state) = checkpoint::load_latest(dir, model, &mut host, &mut optimizer)? {
+        if let Some(state) = checkpoint::load_latest(dir, model, &mut optimizer)? {
             if state.total_steps != cfg.steps {
                 bail!(
                     "{}: the checkpoint was made for {} steps, this run asks for {}",
@@ -125,12 +120,10 @@ pub fn train(
                 );
             }
             start = state.step;
-            set_params(model, &host)?;
         }
     }
     let mut metrics = Metrics::open(&dir.join("metrics.jsonl"), resume.then_some(start))?;
     let bar = progress_bar(cfg, method, start);
-    let mut grads: Vec<Vec<f32>> = lengths.iter().map(|&n| vec![0.0; n]).collect();
     let mut out = Outcome::default();
     if start > 0 {
         // The losses before the checkpoint, so the outcome covers the whole run (times and
@@ -144,39 +137,39 @@ pub fn train(
     for step in start..cfg.steps {
         let lr = lr_at(cfg, step);
         let t0 = Instant::now();
-        grads.iter_mut().for_each(|g| g.fill(0.0));
-        let (mut loss_sum, mut tokens) = (0.0, 0);
+        optimizer.zero_grads();
+        let (mut loss_sum, mut tokens, mut fwd_s, mut bwd_s) = (0.0, 0, 0.0, 0.0);
         for micro in 0..cfg.accum {
+            let t = Instant::now();
             let global = step * cfg.accum as u64 + micro as u64;
             let indices = micro_batch_indices(data.train.len(), cfg.micro_batch, global, cfg.seed);
             let items: Vec<&Tokenized> = indices.iter().map(|&i| &data.train[i]).collect();
             let batch = make_batch(&items, tok.pad(), &model.device)?;
             let loss = mean_nll(model, &batch)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64; // waits for the forward
+            let t_bwd = Instant::now();
+            fwd_s += (t_bwd - t).as_secs_f64();
             let store = loss.backward()?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
+            optimizer.accumulate(model, &store)?;
+            model.device.synchronize()?; // the backward and the accumulation, on a GPU
+            bwd_s += t_bwd.elapsed().as_secs_f64();
             tokens += batch.n_tokens;
-            for (param, acc) in model.params.iter().zip(grads.iter_mut()) {
-                if let Some(g) = store.get(param.var.as_tensor()) {
-                    let g = g.flatten_all()?.to_vec1::<f32>()?;
-                    acc.iter_mut().zip(&g).for_each(|(a, g)| *a += g);
-                }
-            }
         }
-        let fwd_bwd = t0.elapsed().as_secs_f64();
-        let report = optimizer.step(&mut host, &grads, lr)?;
-        set_params(model, &host)?;
+        let t_opt = Instant::now();
+        let report = optimizer.step(model, lr)?;
+        let opt_s = t_opt.elapsed().as_secs_f64();
         let step_s = t0.elapsed().as_secs_f64();
         let loss = loss_sum / cfg.accum as f64;
         out.train_losses.push(loss);
-        times.push((step_s, fwd_bwd, step_s - fwd_bwd));
+        times.push([step_s, fwd_s, bwd_s, opt_s]);
         total_tokens += tokens;
         total_time += step_s;
-        let kept = kept_by_layer(model, &report, &grads, spec);
+        let kept = kept_by_layer(model, &report, spec, |i, s| optimizer.count_kept(i, s))?;
         let sum = |f: fn(&gradmask::GroupStats) -> u64| report.groups.iter().map(f).sum::<u64>();
         metrics.write(json!({
             "kind": "train", "method": method, "step": step + 1, "loss": loss, "lr": lr,
             "grad_norm": report.grad_norm, "skipped": report.skipped, "tokens": tokens,
-            "step_s": step_s, "fwd_bwd_s": fwd_bwd, "opt_s": step_s - fwd_bwd, "kept_by_layer": kept,
+            "step_s": step_s, "fwd_s": fwd_s, "bwd_s": bwd_s, "opt_s": opt_s, "kept_by_layer": kept,
             "kept": sum(|g| g.kept), "target": sum(|g| g.target), "len": sum(|g| g.len),
         }))?;
         let tps = total_tokens as f64 / total_time;
@@ -212,7 +205,7 @@ pub fn train(
             metrics.write(json!({"kind": "eval", "method": method, "step": done, "heldout_loss": eval_loss, "exact_match": em}))?;
         }
         if cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.steps) {
-            checkpoint::save(dir, model, tok, &host, &optimizer, done, cfg.steps)?;
+            checkpoint::save(dir, model, tok, &mut optimizer, done, cfg.steps)?;
         }
         if cfg.stop_after == Some(done) {
             out.stopped = true;
@@ -221,15 +214,16 @@ pub fn train(
     }
     bar.finish_and_clear();
     out.steps_run = out.train_losses.len() as u64 - start.min(out.train_losses.len() as u64);
-    out.step_s = median(times.iter().map(|t| t.0));
-    out.fwd_bwd_s = median(times.iter().map(|t| t.1));
-    out.opt_s = median(times.iter().map(|t| t.2));
+    out.step_s = median(times.iter().map(|t| t[0]));
+    out.fwd_s = median(times.iter().map(|t| t[1]));
+    out.bwd_s = median(times.iter().map(|t| t[2]));
+    out.opt_s = median(times.iter().map(|t| t[3]));
     out.tokens_per_s = if total_time > 0.0 {
         total_tokens as f64 / total_time
     } else {
         0.0
     };
-    out.params = host;
+    out.params = optimizer.params()?;
     Ok(out)
 }
 

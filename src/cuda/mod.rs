@@ -24,8 +24,7 @@ use crate::{Error, Result};
 /// A context on device `ordinal`, after checking that the driver library exists (cudarc panics
 /// when it is asked to load a missing libcuda).
 pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
-    // SAFETY: only tries to open the driver library by its usual names; no CUDA call is made.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+    if !driver_present() {
         return Err(Error::NoDriver);
     }
     let count = CudaContext::device_count().map_err(|e| Error::NoDevice {
@@ -51,4 +50,18 @@ pub fn default_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
         return Err(Error::KernelsNotBuilt);
     }
     Ok(context(ordinal)?.default_stream())
+}
+
+/// Whether libcuda can be used. cudarc loads it at run time in the crate's own build; the `cuda`
+/// feature brings in candle's CUDA backend, which makes cudarc link it instead (so a process
+/// without it does not start, and cudarc has no probe to call).
+#[cfg(not(feature = "cuda"))]
+fn driver_present() -> bool {
+    // SAFETY: only tries to open the driver library by its usual names; no CUDA call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+#[cfg(feature = "cuda")]
+fn driver_present() -> bool {
+    true
 }

@@ -120,12 +120,6 @@ impl CudaGmtAdamW {
     ) -> Result<()> {
         self.resolve()?;
         self.check(precision, lr, params, grads)?;
-        let random = matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0;
-        if precision == Precision::Bf16Master && self.d_master.is_none() {
-            let padded = *self.state_offsets.last().unwrap() as usize;
-            self.d_master = Some(self.stream.alloc_zeros(padded.max(1)).map_err(cuda)?);
-            self.table_dirty = true;
-        }
         if reuse_selection {
             let addresses = grads.iter().map(|g| g.device_ptr(&self.stream).0);
             if self.last_random.is_none() || !self.selector.is_bound_to(addresses, G::DTYPE) {
@@ -135,12 +129,10 @@ impl CudaGmtAdamW {
                     expected: "the gradient buffers of the last step, after at least one step",
                 });
             }
-        } else {
-            let ratio = if self.mode == MaskMode::Gmt {
-                self.mask.mask_ratio
-            } else {
-                0.0
-            };
+        }
+        self.prepare(precision)?;
+        if !reuse_selection {
+            let ratio = self.selection_ratio();
             self.selector.select(grads, ratio)?;
         }
         for (address, param) in self.addresses.iter_mut().zip(params.iter_mut()) {
@@ -148,6 +140,106 @@ impl CudaGmtAdamW {
             // recorded again after the launch below.
             *address = param.device_ptr_mut(&self.stream).0;
         }
+        // SAFETY: `check` matched every buffer to the table's lengths and this device; the
+        // parameter and gradient buffers are borrowed until this call returns, and their use by
+        // the kernel is recorded below so that cudarc orders later users after it.
+        unsafe { self.enqueue_update(precision, G::DTYPE, lr, seed)? };
+        for param in params.iter_mut() {
+            drop(param.device_ptr_mut(&self.stream));
+        }
+        for grad in grads {
+            drop(grad.device_ptr(&self.stream));
+        }
+        Ok(())
+    }
+
+    /// [`CudaGmtAdamW::enqueue`] on raw device addresses: checks what can be checked (lr,
+    /// precision, gradient dtype, counts, alignment), then selects and updates.
+    ///
+    /// # Safety
+    /// The contract of [`CudaGmtAdamW::step_raw_async`].
+    pub(super) unsafe fn enqueue_raw(
+        &mut self,
+        precision: Precision,
+        dtype: DType,
+        params: &[u64],
+        grads: &[u64],
+        lr: f64,
+        seed: u64,
+    ) -> Result<()> {
+        self.resolve()?;
+        validate_lr(lr)?;
+        self.check_precision(precision)?;
+        if precision != Precision::F32 && dtype != DType::BF16 {
+            return Err(Error::InvalidConfig {
+                name: "gradient dtype",
+                value: dtype.size() as f64,
+                expected: "bf16 gradients for bf16 parameters (the value is the element size)",
+            });
+        }
+        let param_size = if precision == Precision::F32 { 4 } else { 2 };
+        for (what, addresses, size) in [
+            ("parameter", params, param_size),
+            ("gradient", grads, dtype.size()),
+        ] {
+            self.table.check_count(what, addresses.len())?;
+            let lengths = self.table.lengths();
+            let bad = |(&a, &len): (&u64, &usize)| (a == 0 && len > 0) || a % size as u64 != 0;
+            if let Some(tensor) = addresses.iter().zip(lengths).position(bad) {
+                return Err(Error::InvalidConfig {
+                    name: "device address",
+                    value: tensor as f64,
+                    expected: "a non-null address aligned to the element size (the value is the tensor index)",
+                });
+            }
+        }
+        self.prepare(precision)?;
+        let ratio = self.selection_ratio();
+        // SAFETY: the caller's contract covers the gradients' addresses, lengths and lifetimes.
+        unsafe {
+            self.selector
+                .select_raw(dtype, grads, self.table.lengths(), ratio)?
+        };
+        self.addresses.copy_from_slice(params);
+        // SAFETY: the caller's contract covers the parameters' addresses, lengths and lifetimes.
+        unsafe { self.enqueue_update(precision, dtype, lr, seed) }
+    }
+
+    /// The ratio the selection runs at: the mask ratio for GMT, 0 (pass 1 only: the norm and the
+    /// non-finite count) for the random mask.
+    fn selection_ratio(&self) -> f64 {
+        if self.mode == MaskMode::Gmt {
+            self.mask.mask_ratio
+        } else {
+            0.0
+        }
+    }
+
+    /// Allocates the master weights on the first bf16-master step.
+    fn prepare(&mut self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16Master && self.d_master.is_none() {
+            let padded = *self.state_offsets.last().unwrap() as usize;
+            self.d_master = Some(self.stream.alloc_zeros(padded.max(1)).map_err(cuda)?);
+            self.table_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the update for the parameters at `self.addresses` after the selection just
+    /// enqueued, and the copy of the skip flag.
+    ///
+    /// # Safety
+    /// `self.addresses` and the selector's bound gradients are live buffers of the table's
+    /// lengths on this device (parameters of `precision`'s element type, gradients of `dtype`),
+    /// which nobody else writes or frees until the kernel has run.
+    unsafe fn enqueue_update(
+        &mut self,
+        precision: Precision,
+        dtype: DType,
+        lr: f64,
+        seed: u64,
+    ) -> Result<()> {
+        let random = matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0;
         if self.table_dirty || self.bound != self.addresses {
             self.upload_param_table()?;
         }
@@ -176,22 +268,25 @@ impl CudaGmtAdamW {
                 precision == Precision::Bf16Master && self.precision != Some(precision),
             ),
         };
-        // SAFETY: `check` matched every buffer to the table's lengths and this device; the
-        // parameter and gradient buffers are borrowed until this call returns, and their use by
-        // the kernel is recorded below so that cudarc orders later users after it.
-        unsafe { self.launch(kernel_index(precision, G::DTYPE), scalars, args)? };
-        for param in params.iter_mut() {
-            drop(param.device_ptr_mut(&self.stream));
-        }
-        for grad in grads {
-            drop(grad.device_ptr(&self.stream));
-        }
+        // SAFETY: this function's contract.
+        unsafe { self.launch(kernel_index(precision, dtype), scalars, args)? };
         self.stream
             .memcpy_dtoh(self.selector.device_step(), &mut self.h_step)
             .map_err(cuda)?;
         self.pending = Some(precision);
         self.last_random = Some(random);
         Ok(())
+    }
+
+    /// Rejects another precision than the state's.
+    fn check_precision(&self, precision: Precision) -> Result<()> {
+        match self.precision.filter(|&p| p != precision) {
+            Some(expected) => Err(Error::PrecisionMismatch {
+                expected: expected.name(),
+                got: precision.name(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Rejects a bad lr, another precision than the state's, and buffers of the wrong count,
@@ -204,12 +299,7 @@ impl CudaGmtAdamW {
         grads: &[S],
     ) -> Result<()> {
         validate_lr(lr)?;
-        if let Some(expected) = self.precision.filter(|&p| p != precision) {
-            return Err(Error::PrecisionMismatch {
-                expected: expected.name(),
-                got: precision.name(),
-            });
-        }
+        self.check_precision(precision)?;
         self.table
             .check_lengths("parameters", params.iter().map(|p| p.len()))?;
         self.table

@@ -32,7 +32,7 @@ use super::types::{GmParamTensor, GmStep};
 use super::CudaSelector;
 use crate::adamw::math::grad_multiplier;
 use crate::config::kept_target;
-use crate::{AdamWConfig, Error, GradElem, MaskConfig, MaskMode, Precision, Result};
+use crate::{AdamWConfig, DType, Error, GradElem, MaskConfig, MaskMode, Precision, Result};
 use crate::{StepReport, TensorTable};
 
 /// GMT with AdamW on device buffers. See the module notes.
@@ -196,6 +196,36 @@ impl CudaGmtAdamW {
         lr: f64,
     ) -> Result<()> {
         self.enqueue(Precision::F32, params, grads, lr, 0, true)
+    }
+
+    /// Enqueues one step on buffers given as raw device addresses, for callers whose buffers are
+    /// not cudarc slices they can borrow mutably (candle tensors, other frameworks). `precision`
+    /// fixes the parameters' element type (f32, or bf16 for both bf16 precisions) and
+    /// `grad_dtype` the gradients' (bf16 only, for bf16 parameters); `seed` is the stochastic
+    /// rounding seed (unused otherwise). Same semantics, checks and report as the typed steps,
+    /// except that the lengths and the device cannot be checked: that is the caller's contract.
+    /// A rejected call (bad lr, another precision than the state's, a count mismatch, a null or
+    /// misaligned address) enqueues nothing and changes nothing.
+    ///
+    /// # Safety
+    /// For every tensor `i` of the table, with `n = table().lengths()[i]`:
+    /// - `params[i]` is the address of `n` elements of the parameter type in device memory of
+    ///   this optimizer's context, and `grads[i]` that of `n` elements of `grad_dtype`;
+    /// - no parameter range overlaps another parameter range or any gradient range;
+    /// - until the work enqueued here has run on [`CudaGmtAdamW::stream`], nobody frees these
+    ///   buffers, writes the gradients, or reads or writes the parameters (work enqueued later on
+    ///   the same stream is ordered after it; other streams must wait for it).
+    pub unsafe fn step_raw_async(
+        &mut self,
+        precision: Precision,
+        grad_dtype: DType,
+        params: &[u64],
+        grads: &[u64],
+        lr: f64,
+        seed: u64,
+    ) -> Result<()> {
+        // SAFETY: this function's contract.
+        unsafe { self.enqueue_raw(precision, grad_dtype, params, grads, lr, seed) }
     }
 
     /// [`CudaGmtAdamW::step_async`], then [`CudaGmtAdamW::last_report`].
