@@ -2,13 +2,14 @@
 # Builds examples/finetune_llama with `--features cuda` (candle's CUDA backend, and the GMT step on
 # the GPU through the crate's kernels) on a machine without a GPU or a CUDA install:
 # - nvcc 13.0 from scripts/install-cuda.sh (our kernels and candle's);
-# - cuBLAS, cuBLASLt, cuRAND and NVRTC 13.0 from PyPI into .cuda-libs/ (git-ignored): candle makes
+# - cuBLAS, cuBLASLt, cuRAND and NVRTC 13.0 from PyPI (and the runtime, libcudart, from the
+#   compiler's wheels) into .cuda-libs/ (git-ignored): candle makes
 #   cudarc link them at build time;
 # - libcuda: the driver cannot come from PyPI, so a stub with the driver API's names (taken from
 #   cudarc's own bindings) and the driver's soname, libcuda.so.1, stands in for the link. At run
 #   time the real driver library is loaded in its place.
 # The binary lands in target/cuda/release/examples/finetune_llama. It needs at run time the NVIDIA
-# driver (580 or newer, for CUDA 13.0) and the four libraries above, e.g. PyTorch's cu130 wheels:
+# driver (580 or newer, for CUDA 13.0) and the five libraries above, e.g. PyTorch's cu130 wheels:
 #   LD_LIBRARY_PATH=$(python3 -c 'import nvidia.cu13, os; print(os.path.dirname(nvidia.cu13.__file__) + "/cu13/lib")')
 # Usage: scripts/build-cuda-example.sh [build | test --no-run | check] [cargo args...]
 set -euo pipefail
@@ -32,8 +33,10 @@ mkdir -p "$link"
 for lib in cublas.so.13 cublasLt.so.13 curand.so.10 nvrtc.so.13; do
   ln -sf "$real/lib$lib" "$link/lib${lib%.so.*}.so"
 done
+# candle-kernels' MoE kernels are a static library built by nvcc: they need the runtime, libcudart.
+ln -sf "$CUDA_HOME/lib/libcudart.so.13" "$link/libcudart.so"
 
-# The stub libcuda: every driver entry point cudarc declares, as an empty function.
+# The stub libcuda: every driver entry point cudarc declares.
 cudarc_src=$(cargo metadata --format-version 1 --features cuda 2>/dev/null |
   python3 -c 'import json, sys, os
 for p in json.load(sys.stdin)["packages"]:
@@ -41,9 +44,12 @@ for p in json.load(sys.stdin)["packages"]:
         print(os.path.dirname(p["manifest_path"]))' | head -n 1)
 sys_rs="$cudarc_src/src/driver/sys/mod.rs"
 [[ -f "$sys_rs" ]] || { echo "build-cuda-example: cudarc's driver bindings not found ($sys_rs)" >&2; exit 1; }
-grep -o 'pub unsafe fn cu[A-Za-z0-9_]*(' "$sys_rs" | sed 's/pub unsafe fn \(.*\)(/void \1(void) {}/' |
+# Each returns CUDA_ERROR_NO_DEVICE (100), so a process run against the stub (LD_LIBRARY_PATH=
+# .cuda-libs/link, to run the CPU tests of this build here) fails cleanly when it asks for a GPU.
+grep -o 'pub unsafe fn cu[A-Za-z0-9_]*(' "$sys_rs" | sed 's/pub unsafe fn \(.*\)(/int \1(void) { return 100; }/' |
   sort -u >"$link/cuda_stub.c"
 cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$link/libcuda.so" "$link/cuda_stub.c"
+ln -sf libcuda.so "$link/libcuda.so.1"
 
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} # candle-kernels' PTX target (H100/H200)
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$link"

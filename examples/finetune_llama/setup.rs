@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "cuda")]
+use anyhow::Context;
 use anyhow::{bail, Result};
 use candle_core::Device;
 
@@ -39,7 +41,7 @@ pub fn device(args: &Args) -> Result<Device> {
         return Ok(Device::Cpu);
     }
     #[cfg(feature = "cuda")]
-    return Ok(Device::new_cuda(0)?);
+    return Device::new_cuda(0).context("--cuda: opening CUDA device 0");
     #[cfg(not(feature = "cuda"))]
     bail!("--cuda needs a build with `--features cuda` (see README.md, \"Example trainer\")")
 }

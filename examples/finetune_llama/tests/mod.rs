@@ -2,10 +2,14 @@
 //! - `training.rs`: a 30-step GMT run (the loss falls, kept counts match the mask ratio, a run
 //!   killed after 15 steps and resumed from its step-10 checkpoint reproduces the uninterrupted
 //!   loss curve); every baseline in one `--compare`; real gradients; cached generation;
+//! - `gpu.rs` (`--features cuda`): the device optimizer against the CPU engine bit for bit, and the
+//!   micro run with `--cuda`;
 //! - `formats.rs`: HF directories (round trip, an error for each kind of bad input) and GGUF (a
 //!   small Q4_1 file written by the test loads back dequantized, Q/K unpermuted, tokenizer rebuilt).
 
 mod formats;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod training;
 
 use std::path::{Path, PathBuf};

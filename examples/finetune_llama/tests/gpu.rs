@@ -1,0 +1,205 @@
+//! The trainer on a CUDA device (`--features cuda` only; each test prints why it skips where no
+//! device opens):
+//! - the device optimizer, stepping candle's buffers in place after device-side accumulation,
+//!   equals the crate's CPU engine fed the same gradients, bit for bit, for every scope and the
+//!   random mask (weights after each step; kept counts, targets and thresholds in the report);
+//! - a 30-step micro run with `--cuda`: the loss falls, kept counts match the mask ratio, the first
+//!   loss matches the CPU run's, and a run resumed from its step-10 checkpoint follows the
+//!   uninterrupted one.
+
+use candle_core::Device;
+use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope};
+
+use super::{micro_args, scratch, threads, train_lines};
+use crate::cli::Size;
+use crate::data::{make_batch, Tokenized};
+use crate::eval::mean_nll;
+use crate::model::{param_specs, Llama};
+use crate::optim::{self, OptimSpec, Optimizer};
+use crate::train::host_params;
+use crate::{builtin_config, hf, run};
+
+fn cuda(test: &str) -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            eprintln!("skipping {test}: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn bits(params: &[Vec<f32>]) -> Vec<u32> {
+    params.iter().flatten().map(|x| x.to_bits()).collect()
+}
+
+/// A seeded micro-batch of 4 sequences over a 99-token vocabulary.
+fn batch(seed: u64, device: &Device) -> crate::data::Batch {
+    let items: Vec<Tokenized> = (0..4u64)
+        .map(|row| {
+            let len = 5 + ((seed + row) % 6) as usize;
+            let ids = (0..len as u64)
+                .map(|i| (3 + (seed * 31 + row * 17 + i * 7) % 95) as u32)
+                .collect();
+            Tokenized { ids, n_prompt: 2 }
+        })
+        .collect();
+    let refs: Vec<&Tokenized> = items.iter().collect();
+    make_batch(&refs, 0, device).unwrap()
+}
+
+#[test]
+fn device_steps_equal_the_cpu_engine_on_the_same_gradients() {
+    let Some(device) = cuda("device_steps_equal_the_cpu_engine_on_the_same_gradients") else {
+        return;
+    };
+    for (scope, mode) in [
+        (Scope::PerTensor, MaskMode::Gmt),
+        (Scope::Groups, MaskMode::Gmt),
+        (Scope::Global, MaskMode::Gmt),
+        (Scope::PerTensor, MaskMode::Random { seed: 5 }),
+    ] {
+        let what = format!("{scope:?} {mode:?}");
+        let model = Llama::init(builtin_config(Size::Micro, 99), 1, &device).unwrap();
+        let spec = OptimSpec {
+            // No clipping: its factor comes from a sum of squares added in another order on the
+            // GPU, the one place the engines may differ in the last bit.
+            adamw: AdamWConfig {
+                weight_decay: 0.01,
+                grad_scale: Some(3.0),
+                max_grad_norm: None,
+                ..AdamWConfig::default()
+            },
+            mask: MaskConfig {
+                mask_ratio: 0.4,
+                scope,
+                masked: MaskedUpdate::ZeroGrad,
+            },
+            mode,
+            frozen: None,
+        };
+        let mut gpu = Optimizer::new(&model, &spec).unwrap();
+        let table = optim::table(&model).unwrap();
+        let mut cpu = GmtAdamW::new(table, spec.adamw, spec.mask)
+            .unwrap()
+            .with_mask_mode(mode);
+        let mut host = host_params(&model).unwrap();
+        for step in 0..3u64 {
+            gpu.zero_grads();
+            let mut grads: Vec<Option<Vec<f32>>> = vec![None; model.params.len()];
+            for micro in 0..3 {
+                let store = mean_nll(&model, &batch(step * 3 + micro, &device))
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (param, acc) in model.params.iter().zip(grads.iter_mut()) {
+                    if let Some(g) = store.get(param.var.as_tensor()) {
+                        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                        match acc {
+                            None => *acc = Some(g), // as candle: the first gradient, then sums
+                            Some(sum) => sum.iter_mut().zip(&g).for_each(|(s, g)| *s += g),
+                        }
+                    }
+                }
+                gpu.accumulate(&model, &store).unwrap();
+            }
+            let grads: Vec<Vec<f32>> = grads
+                .into_iter()
+                .zip(&host)
+                .map(|(g, p)| g.unwrap_or_else(|| vec![0.0; p.len()]))
+                .collect();
+            let lr = 1e-2 * (1.0 + step as f64);
+            let mut p: Vec<&mut [f32]> = host.iter_mut().map(|p| p.as_mut_slice()).collect();
+            let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+            let want = cpu.step(&mut p, &g, lr).unwrap();
+            let got = gpu.step(&model, lr).unwrap();
+            assert_eq!(want.skipped, got.skipped, "{what}, step {step}");
+            assert_eq!(want.step, got.step, "{what}, step {step}");
+            for (i, (a, b)) in want.groups.iter().zip(&got.groups).enumerate() {
+                assert_eq!(
+                    (a.len, a.target, a.kept, a.threshold_key),
+                    (b.len, b.target, b.kept, b.threshold_key),
+                    "{what}, step {step}, group {i}"
+                );
+            }
+            assert_eq!(
+                bits(&gpu.params().unwrap()),
+                bits(&host),
+                "{what}, step {step}: weights after the step"
+            );
+        }
+    }
+}
+
+#[test]
+fn micro_run_on_the_gpu_learns_masks_the_ratio_and_resumes() {
+    let Some(_) = cuda("micro_run_on_the_gpu_learns_masks_the_ratio_and_resumes") else {
+        return;
+    };
+    let cpu_dir = scratch("gpu-cpu");
+    run(&micro_args(&cpu_dir, &[]), threads()).unwrap();
+    let cpu_losses: Vec<f64> = train_lines(&cpu_dir, "gmt")
+        .iter()
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+
+    let full = scratch("gpu-full");
+    run(&micro_args(&full, &["--cuda"]), threads()).unwrap();
+    let lines = train_lines(&full, "gmt");
+    assert_eq!(lines.len(), 30);
+    let losses: Vec<f64> = lines.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    assert!(
+        mean(&losses[25..]) < 0.8 * mean(&losses[..5]),
+        "loss did not fall: {losses:?}"
+    );
+    // The same weights and batch: only the order of float operations differs.
+    assert!(
+        (losses[0] - cpu_losses[0]).abs() <= 1e-3 * cpu_losses[0],
+        "first loss {} on the GPU, {} on the CPU",
+        losses[0],
+        cpu_losses[0]
+    );
+    let (cfg, _) = hf::read_config(&full.join("gmt/checkpoints/step-000030/config.json")).unwrap();
+    let sizes: Vec<u64> = param_specs(&cfg)
+        .iter()
+        .map(|(_, shape, _, _)| shape.iter().product::<usize>() as u64)
+        .collect();
+    for line in &lines {
+        let (kept, target, len) = (
+            line["kept"].as_u64().unwrap(),
+            line["target"].as_u64().unwrap(),
+            line["len"].as_u64().unwrap(),
+        );
+        assert_eq!(len, sizes.iter().sum::<u64>());
+        assert_eq!(target, sizes.iter().map(|n| n - n / 2).sum::<u64>());
+        assert!(
+            kept >= target && (kept - target) as f64 <= 0.01 * len as f64,
+            "kept {kept}, target {target}"
+        );
+    }
+
+    let split = scratch("gpu-split");
+    assert!(run(
+        &micro_args(&split, &["--cuda", "--stop-after", "15"]),
+        threads()
+    )
+    .unwrap()
+    .is_empty());
+    run(&micro_args(&split, &["--cuda", "--resume"]), threads()).unwrap();
+    let resumed: Vec<f64> = train_lines(&split, "gmt")
+        .iter()
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(resumed.len(), 30);
+    for (step, (a, b)) in resumed.iter().zip(&losses).enumerate() {
+        // cuBLAS and candle's reductions may add in another order from run to run.
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "step {step}: resumed {a}, straight {b}"
+        );
+    }
+    for dir in [cpu_dir, full, split] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
