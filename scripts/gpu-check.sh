@@ -26,7 +26,7 @@ pack() {
   python3 - "$json" <<'PY'
 import json, shutil, sys
 wanted = {("test", "select_cuda"), ("test", "adamw_cuda"), ("bench", "select"), ("bench", "step"),
-          ("example", "select_demo"), ("example", "finetune_llama")}
+          ("example", "select_demo")}  # the trainer goes in its CUDA build, below
 for line in open(sys.argv[1]):
     msg = json.loads(line)
     if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
@@ -55,8 +55,13 @@ for line in open(sys.argv[1]):
         print("packed", dest)
 PY
   cp -r scripts/peers .gpu/peers
-  # The device tool carries at most 64 MiB: drop the debug info.
+  # The device tool carries at most 64 MiB: drop the debug info; the CUDA trainer's binaries
+  # (66 MB each, mostly candle's PTX) travel xz-compressed (9 MB each).
   strip --strip-debug .gpu/bin/*
+  mkdir -p .gpu/xz
+  for f in .gpu/bin/*finetune_llama_cuda; do
+    [ -f "$f" ] && xz -6 -T2 -c "$f" >".gpu/xz/$(basename "$f").xz" && rm "$f"
+  done
   du -sh .gpu
   local kib
   kib=$(du -sk .gpu | cut -f1)
@@ -82,6 +87,12 @@ run() {
   }
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
   local bin=.gpu/bin
+  for f in .gpu/xz/*.xz; do # the compressed CUDA trainer binaries (python's lzma: no xz needed)
+    [ -f "$f" ] || continue
+    local dest="$bin/$(basename "$f" .xz)"
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$dest"
+    chmod +x "$dest"
+  done
   [ -x $bin/test-select_cuda ] && step select_cuda_tests 240 $bin/test-select_cuda --test-threads=1 --nocapture
   [ -x $bin/test-adamw_cuda ] && step adamw_cuda_tests 120 $bin/test-adamw_cuda --test-threads=1 --nocapture
   if command -v compute-sanitizer >/dev/null; then
