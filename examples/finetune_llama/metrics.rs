@@ -106,3 +106,72 @@ pub fn kept_by_layer(
         .map(|(k, t)| if *t > 0.0 { k / t } else { 0.0 })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, MaskedUpdate};
+
+    use super::*;
+    use crate::cli::Size;
+    use crate::{builtin_config, optim};
+
+    /// Per layer, the group fraction (the shortcut for layer groups with nothing frozen) equals the
+    /// count of entries at or above the threshold, and both equal the report's kept count.
+    #[test]
+    fn layer_fractions_equal_counted_entries() {
+        let model = Llama::init(builtin_config(Size::Micro, 50), 3, &Device::Cpu).unwrap();
+        let mask = MaskConfig {
+            mask_ratio: 0.3,
+            scope: Scope::Groups,
+            masked: MaskedUpdate::ZeroGrad,
+        };
+        let mut opt =
+            GmtAdamW::new(optim::table(&model).unwrap(), AdamWConfig::default(), mask).unwrap();
+        let mut params: Vec<Vec<f32>> = model
+            .params
+            .iter()
+            .map(|p| vec![0.0; p.var.elem_count()])
+            .collect();
+        // 1000 levels: ties at the threshold, so kept > target and a fraction of `target` fails.
+        let grads: Vec<Vec<f32>> = params
+            .iter()
+            .enumerate()
+            .map(|(t, p)| {
+                (0..p.len())
+                    .map(|i| ((i * 7919 + t * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+        let report = opt.step(&mut p, &g, 1e-3).unwrap();
+        let count = |i: usize, stats: &GroupStats| {
+            Ok(grads[i]
+                .iter()
+                .filter(|g| stats.keeps_key(g.to_bits() & 0x7fff_ffff))
+                .count() as u64)
+        };
+        let spec = |frozen| OptimSpec {
+            adamw: AdamWConfig::default(),
+            mask,
+            mode: MaskMode::Gmt,
+            frozen,
+        };
+        let shortcut = kept_by_layer(&model, &report, &spec(None), count).unwrap();
+        // Frozen flags (none set) force the per-tensor count.
+        let flags = Some(vec![false; model.params.len()]);
+        let counted = kept_by_layer(&model, &report, &spec(flags), count).unwrap();
+        assert_eq!(shortcut.len(), model.cfg.num_hidden_layers);
+        for (layer, (a, b)) in shortcut.iter().zip(&counted).enumerate() {
+            let stats = &report.groups[layer + 1];
+            let want = stats.kept as f64 / stats.len as f64;
+            assert!((a - b).abs() < 1e-12, "layer {layer}: {a} vs {b}");
+            assert!((a - want).abs() < 1e-12, "layer {layer}: {a} vs {want}");
+            assert!(
+                *a > 0.69 && *a < 0.72,
+                "layer {layer}: kept {a} at ratio 0.3"
+            );
+        }
+    }
+}
