@@ -9,6 +9,12 @@
 #   scripts/gpu-check.sh run    on the GPU machine (no Rust toolchain): runs everything in one call,
 #                               each step under its own timeout, and prints a summary table last.
 #                               Logs go to $OUT (the device tool's folder) or /tmp/gpu-out.
+#
+# With the device tool (64 MiB per call): pack, smol, then
+#   run  command "ls -la .gpu-smol-a"          carry [".gpu-smol-a"]            (uploads half 1)
+#   run  command "bash scripts/gpu-check.sh run"  carry [".gpu", ".gpu-smol-b"]  timeout ~540
+# on the same warm machine (a carried folder stays there until a later call replaces it). Without
+# the GGUF halves the SmolLM2 runs are left out and everything else runs.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
