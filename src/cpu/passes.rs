@@ -11,6 +11,10 @@ use crate::select::{GroupStats, KEEP_NONE};
 use crate::tuning::{FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
 use crate::GradElem;
 
+/// Room after each chunk's candidate range for pass 2's full-width vector stores (the window pass
+/// stores 16 keys at a time while at least 16 slots remain).
+pub(super) const COMPACT_SLACK: usize = 16;
+
 impl CpuSelector {
     /// Pass 1 over every chunk (window pass or histogram), or, with `recount`, the histogram of
     /// the chunks of the groups whose window missed.
@@ -169,7 +173,8 @@ impl CpuSelector {
     }
 
     /// Gives each unfinished group without candidates whose bucket fits a range of the candidate
-    /// buffer, and each of its chunks the exact offset where its bucket's keys go.
+    /// buffer, and each of its chunks the offset where its bucket's keys go: its count from its
+    /// own histogram plus [`COMPACT_SLACK`].
     pub(super) fn assign_candidates(&mut self) {
         let mut cursor = 0usize;
         self.chunk_cand_off.fill(usize::MAX);
@@ -177,20 +182,25 @@ impl CpuSelector {
             if state.stage == Stage::Done || state.in_window {
                 continue;
             }
-            state.has_candidates = cursor + state.bucket as usize <= self.candidates.len();
+            let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
+            let need = state.bucket as usize + mine.len() * COMPACT_SLACK;
+            state.has_candidates = cursor + need <= self.candidates.len();
             if !state.has_candidates {
                 continue;
             }
             state.cand_start = cursor;
-            state.cand_len = state.bucket as usize;
-            for &c in &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]] {
+            state.cand_len = need;
+            for &c in mine {
                 self.chunk_cand_off[c] = cursor;
-                cursor += self.chunk_hist[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+                cursor += self.chunk_hist[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize
+                    + COMPACT_SLACK;
             }
         }
     }
 
-    /// Pass 2: each chunk copies the keys in its group's bucket to its range of the candidates.
+    /// Pass 2: each chunk copies the keys in its group's bucket to its range of the candidates,
+    /// with the vectorized window pass over a window of exactly the bucket (its other counts are
+    /// not needed). `refine` closes the gaps between the chunks' runs.
     pub(super) fn compact_candidates<T: GradElem>(&mut self, grads: &[&[T]]) {
         let (chunks, states, offsets, hists) = (
             &self.chunks,
@@ -198,6 +208,7 @@ impl CpuSelector {
             &self.chunk_cand_off,
             &self.chunk_hist,
         );
+        let non_finite_key = T::DTYPE.non_finite_key();
         let out = SharedSlice::new(&mut self.candidates);
         (0..chunks.len())
             .into_par_iter()
@@ -206,17 +217,20 @@ impl CpuSelector {
                 let chunk = chunks[c];
                 let state = &states[chunk.group];
                 let count = hists[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
-                // SAFETY: `assign_candidates` gave this chunk [offset, offset + count), where count is
-                // its own histogram's bucket count; the ranges of all chunks are disjoint.
-                let keys = unsafe { out.slice_mut(offsets[c], count) };
-                let mut n = 0;
-                for &x in &grads[chunk.tensor][chunk.start..][..chunk.len] {
-                    let key = x.key();
-                    if state.in_bucket(key) {
-                        keys[n] = key;
-                        n += 1;
-                    }
-                }
+                // SAFETY: `assign_candidates` gave this chunk [offset, offset + count + slack),
+                // where count is its own histogram's bucket count; the ranges are disjoint.
+                let keys = unsafe { out.slice_mut(offsets[c], count + COMPACT_SLACK) };
+                let bucket = KeyWindow {
+                    lo: state.prefix << state.shift,
+                    span: (1 << state.shift) - 1,
+                };
+                let found = window_pass(
+                    &grads[chunk.tensor][chunk.start..][..chunk.len],
+                    bucket,
+                    non_finite_key,
+                    keys,
+                );
+                debug_assert_eq!(found.written, Some(count));
             });
     }
 
@@ -226,6 +240,7 @@ impl CpuSelector {
         let window_keys = SharedSlice::new(&mut self.window_keys);
         let (chunks, group_chunks, offs) =
             (&self.chunks, &self.group_chunks, &self.group_chunk_off);
+        let (cand_off, hists) = (&self.chunk_cand_off, &self.chunk_hist);
         self.states
             .par_iter_mut()
             .enumerate()
@@ -240,7 +255,12 @@ impl CpuSelector {
                     };
                     // SAFETY: groups own disjoint ranges of both buffers, and each group is refined by
                     // exactly one task.
-                    let keys = unsafe { buffer.slice_mut(state.cand_start, state.cand_len) };
+                    let mut keys = unsafe { buffer.slice_mut(state.cand_start, state.cand_len) };
+                    if !state.in_window {
+                        let mine = &group_chunks[offs[g]..offs[g + 1]];
+                        let n = close_gaps(mine, cand_off, hists, state, keys);
+                        keys = &mut keys[..n];
+                    }
                     state.refine_slice(keys, &mut hist);
                 } else {
                     let mine = &group_chunks[offs[g]..offs[g + 1]];
@@ -258,4 +278,23 @@ impl CpuSelector {
                 }
             });
     }
+}
+
+/// Moves the runs of pass-2 candidates of a group's chunks (`mine`) together at the start of the
+/// group's range, `keys`; returns how many there are.
+fn close_gaps(
+    mine: &[usize],
+    cand_off: &[usize],
+    hists: &[u32],
+    state: &GroupState,
+    keys: &mut [u32],
+) -> usize {
+    let mut n = 0;
+    for &c in mine {
+        let start = cand_off[c] - state.cand_start;
+        let count = hists[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+        keys.copy_within(start..start + count, n);
+        n += count;
+    }
+    n
 }

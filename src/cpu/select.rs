@@ -159,7 +159,8 @@ impl CpuSelector {
             previous_dtype: None,
             speculate: true,
             window_keys: vec![0; window_total],
-            candidates: vec![0; capacity],
+            // Each chunk's range gets COMPACT_SLACK more: pass 2's vector stores overrun by up to a vector.
+            candidates: vec![0; capacity + n * super::passes::COMPACT_SLACK],
             selection: Selection {
                 dtype: DType::F32,
                 groups: vec![GroupStats::default(); map.n_groups()],
