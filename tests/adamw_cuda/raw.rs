@@ -87,6 +87,9 @@ fn raw_steps_match_the_cpu_bit_for_bit() {
     run::<Raw<F32F32>>(&stream, &random, "random mask, frozen tensors, a NaN step");
 }
 
+/// Gradient dtype, precision and lr of a raw step.
+type RawStep = (DType, Precision, f64);
+
 #[test]
 fn raw_rejections_are_typed_and_change_nothing() {
     let Some(stream) = gpu("raw_rejections_are_typed_and_change_nothing") else {
@@ -106,30 +109,38 @@ fn raw_rejections_are_typed_and_change_nothing() {
     null[1] = 0; // tensor 1 has one entry
     let mut odd = p.clone();
     odd[2] += 2; // not a multiple of 4 bytes
-    let bad: [(&str, &[u64], DType, Precision, f64); 5] = [
-        (
-            "short parameter list",
-            short,
-            DType::F32,
-            Precision::F32,
-            1e-3,
-        ),
-        ("null address", &null, DType::F32, Precision::F32, 1e-3),
-        ("misaligned address", &odd, DType::F32, Precision::F32, 1e-3),
-        ("NaN lr", &p, DType::F32, Precision::F32, f64::NAN),
+    let mut shared = p.clone();
+    shared[5] = shared[6]; // two parameters in one buffer
+    let mut onto_grad = p.clone();
+    onto_grad[4] = g[4]; // a parameter written over a gradient
+    let f32_step = (DType::F32, Precision::F32, 1e-3);
+    let bad: [(&str, &[u64], RawStep); 7] = [
+        ("short parameter list", short, f32_step),
+        ("null address", &null, f32_step),
+        ("misaligned address", &odd, f32_step),
+        ("overlapping parameters", &shared, f32_step),
+        ("parameter over a gradient", &onto_grad, f32_step),
+        ("NaN lr", &p, (DType::F32, Precision::F32, f64::NAN)),
         (
             "another precision",
             &p,
-            DType::BF16,
-            Precision::Bf16Master,
-            1e-3,
+            (DType::BF16, Precision::Bf16Master, 1e-3),
         ),
     ];
-    for (what, params_at, dtype, precision, lr) in bad {
+    for (what, params_at, (dtype, precision, lr)) in bad {
         let got = unsafe { opt.step_raw_async(precision, dtype, params_at, &g, lr, 0) };
         match (what, got) {
             ("short parameter list", Err(Error::CountMismatch { .. }))
-            | ("null address" | "misaligned address", Err(Error::InvalidConfig { .. }))
+            | (
+                "null address"
+                | "misaligned address"
+                | "overlapping parameters"
+                | "parameter over a gradient",
+                Err(Error::InvalidConfig {
+                    name: "device address",
+                    ..
+                }),
+            )
             | ("NaN lr", Err(Error::InvalidConfig { name: "lr", .. }))
             | ("another precision", Err(Error::PrecisionMismatch { .. })) => {}
             (what, got) => panic!("{what}: expected a typed rejection, got {got:?}"),

@@ -2,13 +2,14 @@
 //! device opens):
 //! - the device optimizer, stepping candle's buffers in place after device-side accumulation,
 //!   equals the crate's CPU engine fed the same gradients, bit for bit, for every scope and the
-//!   random mask (weights after each step; kept counts, targets and thresholds in the report);
+//!   random mask (weights after each step; kept counts, targets and thresholds in the report; the
+//!   per-tensor kept counts it takes on the device for the per-layer plot);
 //! - a 30-step micro run with `--cuda`: the loss falls, kept counts match the mask ratio, the first
 //!   loss matches the CPU run's, and a run resumed from its step-10 checkpoint follows the
 //!   uninterrupted one.
 
 use candle_core::Device;
-use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope};
+use gradmask::{AdamWConfig, GmtAdamW, GroupMap, MaskConfig, MaskMode, MaskedUpdate, Scope};
 
 use super::{micro_args, scratch, threads, train_lines};
 use crate::cli::Size;
@@ -127,6 +128,17 @@ fn device_steps_equal_the_cpu_engine_on_the_same_gradients() {
                 bits(&host),
                 "{what}, step {step}: weights after the step"
             );
+            // Per-tensor kept counts on the device (what the per-layer plot uses for wide groups).
+            if mode == MaskMode::Gmt {
+                let map = GroupMap::new(&optim::table(&model).unwrap(), scope);
+                for (i, g) in grads.iter().enumerate() {
+                    let stats = &got.groups[map.group_of[i] as usize];
+                    let keeps = |x: &&f32| stats.keeps_key(x.to_bits() & 0x7fff_ffff);
+                    let want = g.iter().filter(keeps).count() as u64;
+                    let kept = gpu.count_kept(i, stats).unwrap();
+                    assert_eq!(kept, want, "{what}, step {step}, tensor {i}: kept entries");
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 
+use super::ranges::first_overlap;
 use super::CudaGmtAdamW;
 use crate::adamw::config::validate_lr;
 use crate::adamw::math::{grad_multiplier, StepScalars};
@@ -95,6 +96,7 @@ pub(super) fn new(
         h_tensors,
         addresses: vec![0; n],
         bound: vec![0; n],
+        ranges: Vec::with_capacity(n),
         table_dirty: true,
         d_kept,
         h_kept,
@@ -192,6 +194,15 @@ impl CudaGmtAdamW {
                     expected: "a non-null address aligned to the element size (the value is the tensor index)",
                 });
             }
+        }
+        let sizes = (param_size, dtype.size());
+        let lengths = self.table.lengths();
+        if let Some(tensor) = first_overlap(params, grads, lengths, sizes, &mut self.ranges) {
+            return Err(Error::InvalidConfig {
+                name: "device address",
+                value: tensor as f64,
+                expected: "parameter buffers that overlap no other parameter or gradient buffer (the value is a tensor index)",
+            });
         }
         self.prepare(precision)?;
         let ratio = self.selection_ratio();

@@ -20,6 +20,7 @@
 //! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format.
 
 mod launch;
+mod ranges;
 mod state;
 
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct CudaGmtAdamW {
     /// Parameter addresses of the step being enqueued, and those the uploaded table describes.
     addresses: Vec<u64>,
     bound: Vec<u64>,
+    /// Scratch for `step_raw_async`'s overlap check.
+    ranges: Vec<ranges::Range>,
     /// The uploaded table is stale for another reason (frozen flags, master buffer).
     table_dirty: bool,
     /// Kept entries per group (random mask only).
@@ -205,13 +208,15 @@ impl CudaGmtAdamW {
     /// rounding seed (unused otherwise). Same semantics, checks and report as the typed steps,
     /// except that the lengths and the device cannot be checked: that is the caller's contract.
     /// A rejected call (bad lr, another precision than the state's, a count mismatch, a null or
-    /// misaligned address) enqueues nothing and changes nothing.
+    /// misaligned address, a parameter buffer overlapping another buffer or ending past the
+    /// address space) enqueues nothing and changes nothing.
     ///
     /// # Safety
     /// For every tensor `i` of the table, with `n = table().lengths()[i]`:
     /// - `params[i]` is the address of `n` elements of the parameter type in device memory of
     ///   this optimizer's context, and `grads[i]` that of `n` elements of `grad_dtype`;
-    /// - no parameter range overlaps another parameter range or any gradient range;
+    /// - no parameter range overlaps another parameter range or any gradient range (checked, from
+    ///   the addresses and the table's lengths);
     /// - until the work enqueued here has run on [`CudaGmtAdamW::stream`], nobody frees these
     ///   buffers, writes the gradients, or reads or writes the parameters (work enqueued later on
     ///   the same stream is ordered after it; other streams must wait for it).
