@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::pass1::{first_digit_histogram, window_pass, KeyWindow};
-use super::radix::{GroupState, Stage};
+use super::radix::{GroupState, Stage, PARALLEL_REFINE_MIN};
 use super::select::{ChunkCounts, CpuSelector};
 use super::shared::SharedSlice;
 use crate::config::kept_target;
@@ -158,9 +158,7 @@ impl CpuSelector {
                 if (hi as usize) + 1 < FIRST_DIGIT_BINS {
                     merged[hi as usize + 1] = above;
                 }
-                for &key in &keys[..n] {
-                    merged[(key >> shift) as usize] += 1;
-                }
+                count_first_digits(&keys[..n], shift, &mut merged);
                 state.descend(&merged, shift);
                 *previous = Some(state.prefix);
                 if state.stage != Stage::Done {
@@ -261,7 +259,11 @@ impl CpuSelector {
                         let n = close_gaps(mine, cand_off, hists, state, keys);
                         keys = &mut keys[..n];
                     }
-                    state.refine_slice(keys, &mut hist);
+                    if keys.len() >= PARALLEL_REFINE_MIN {
+                        state.refine_parallel(keys);
+                    } else {
+                        state.refine_slice(keys, &mut hist);
+                    }
                 } else {
                     let mine = &group_chunks[offs[g]..offs[g + 1]];
                     state.refine_stream(
@@ -297,4 +299,61 @@ fn close_gaps(
         n += count;
     }
     n
+}
+
+/// Adds the first-digit histogram of `keys` (a window hit's copies) to `merged`; several tasks
+/// for a large window.
+fn count_first_digits(keys: &[u32], shift: u32, merged: &mut [u64; FIRST_DIGIT_BINS]) {
+    if keys.len() < PARALLEL_REFINE_MIN {
+        for &key in keys {
+            merged[(key >> shift) as usize] += 1;
+        }
+        return;
+    }
+    let part = keys.len().div_ceil(rayon::current_num_threads() * 4);
+    let hist = keys
+        .par_chunks(part)
+        .map(|part| {
+            let mut hist = [0u32; FIRST_DIGIT_BINS];
+            for &key in part {
+                hist[(key >> shift) as usize] += 1;
+            }
+            hist
+        })
+        .reduce(
+            || [0u32; FIRST_DIGIT_BINS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    merged
+        .iter_mut()
+        .zip(&hist)
+        .for_each(|(m, &h)| *m += u64::from(h));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_digit_counts_agree_serial_and_parallel() {
+        let shift = 19;
+        let keys: Vec<u32> = (0..PARALLEL_REFINE_MIN as u64 + 12_345)
+            .map(|i| ((i * 2_654_435_761) % (1 << 31)) as u32)
+            .collect();
+        let mut want = [0u64; FIRST_DIGIT_BINS];
+        for &key in &keys {
+            want[(key >> shift) as usize] += 1;
+        }
+        want[7] += 3; // counts are added to what is there
+        let mut got = [0u64; FIRST_DIGIT_BINS];
+        got[7] = 3;
+        count_first_digits(&keys, shift, &mut got); // large: several tasks
+        assert_eq!(got, want);
+        let mut small = [0u64; FIRST_DIGIT_BINS];
+        count_first_digits(&keys[..1000], shift, &mut small);
+        assert_eq!(small.iter().sum::<u64>(), 1000);
+    }
 }

@@ -1,7 +1,17 @@
 //! The radix-select building blocks of the CPU engine: the bucket choice and the per-group
 //! refinement state machine (pass 1 itself is in `pass1.rs`). The CUDA kernels follow the same steps (DESIGN.md §2).
 
+use rayon::prelude::*;
+
 use crate::tuning::REFINE_DIGIT_BITS;
+
+/// Candidate sets at least this large are refined by several tasks ([`GroupState::refine_parallel`]).
+pub const PARALLEL_REFINE_MIN: usize = 1 << 20;
+
+/// Segments of a parallel refinement.
+const REFINE_PARTS: usize = 16;
+
+const REFINE_BINS: usize = 1 << REFINE_DIGIT_BITS;
 
 /// Index of the bin holding the `target`-th largest entry of `hist` (scanning from the top bin),
 /// and the count of entries in bins above it. `target` must be in 1..=sum(hist).
@@ -127,6 +137,66 @@ impl GroupState {
         }
     }
 
+    /// [`GroupState::refine_slice`] for a large candidate set: the keys are cut into
+    /// [`REFINE_PARTS`] segments; for each digit every segment is histogrammed and compacted in
+    /// place by its own task, and the histograms are added up. Same answer, no allocation.
+    pub fn refine_parallel(&mut self, keys: &mut [u32]) {
+        let segment = keys.len().div_ceil(REFINE_PARTS).max(1);
+        let mut lens = [0usize; REFINE_PARTS];
+        for (len, part) in lens.iter_mut().zip(keys.chunks(segment)) {
+            *len = part.len();
+        }
+        loop {
+            let state = *self;
+            match self.stage {
+                Stage::Done => return,
+                Stage::Min => {
+                    let min = keys
+                        .par_chunks(segment)
+                        .zip(&lens)
+                        .filter_map(|(part, &len)| {
+                            part[..len]
+                                .iter()
+                                .copied()
+                                .filter(|&k| state.in_bucket(k))
+                                .min()
+                        })
+                        .min();
+                    self.finish(min.expect("bucket is not empty"), self.target);
+                }
+                Stage::Refine => {
+                    let (width, digit_shift) = self.next_digit();
+                    let digit_mask = (1u32 << width) - 1;
+                    let hist = keys
+                        .par_chunks_mut(segment)
+                        .zip(&mut lens)
+                        .map(|(part, len)| {
+                            let mut hist = [0u32; REFINE_BINS];
+                            let mut kept = 0;
+                            for i in 0..*len {
+                                let key = part[i];
+                                let inside = state.in_bucket(key);
+                                hist[((key >> digit_shift) & digit_mask) as usize] +=
+                                    u32::from(inside);
+                                part[kept] = key;
+                                kept += usize::from(inside);
+                            }
+                            *len = kept;
+                            hist
+                        })
+                        .reduce(
+                            || [0u32; REFINE_BINS],
+                            |mut a, b| {
+                                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                                a
+                            },
+                        );
+                    self.descend(&hist[..1 << width], digit_shift);
+                }
+            }
+        }
+    }
+
     /// Runs the remaining passes by re-reading the group's gradients: `for_each_key` must call its
     /// argument once for every key of the group. Used when the bucket did not fit the candidate
     /// buffer.
@@ -168,6 +238,56 @@ impl GroupState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group's state after a first digit that put every key of `keys` in its bucket.
+    fn all_in_bucket(keys: &[u32], target: u64) -> GroupState {
+        GroupState {
+            stage: Stage::Refine,
+            target,
+            bucket: keys.len() as u64,
+            shift: 31,
+            ..GroupState::default()
+        }
+    }
+
+    #[test]
+    fn parallel_refinement_matches_the_serial_one_and_a_sort() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let n = 3 * PARALLEL_REFINE_MIN / 2 + 7; // odd, not a multiple of the segment count
+                                                 // Wide keys; keys sharing their top bits (many ties); a handful of distinct values.
+        for modulus in [1u64 << 31, 1 << 12, 5] {
+            let keys: Vec<u32> = (0..n)
+                .map(|_| (next() % modulus) as u32 | 0x4000_0000)
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            for target in [1, 2, n as u64 / 3, n as u64 - 1, n as u64] {
+                let threshold = sorted[target as usize - 1];
+                let kept = sorted.iter().filter(|&&k| k >= threshold).count() as u64;
+                let mut serial = all_in_bucket(&keys, target);
+                serial.refine_slice(&mut keys.clone(), &mut [0u32; REFINE_BINS]);
+                let mut parallel = all_in_bucket(&keys, target);
+                parallel.refine_parallel(&mut keys.clone());
+                let what = format!("modulus {modulus}, target {target}");
+                assert_eq!(
+                    (serial.threshold_key, serial.kept),
+                    (threshold, kept),
+                    "{what}"
+                );
+                assert_eq!(
+                    (parallel.threshold_key, parallel.kept),
+                    (threshold, kept),
+                    "{what}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn choose_bin_scans_from_the_top() {
