@@ -138,7 +138,7 @@ impl GroupState {
     }
 
     /// [`GroupState::refine_slice`] for a large candidate set: the keys are cut into
-    /// [`REFINE_PARTS`] segments; for each digit every segment is histogrammed and compacted in
+    /// `REFINE_PARTS` (16) segments; for each digit every segment is histogrammed and compacted in
     /// place by its own task, and the histograms are added up. Same answer, no allocation.
     pub fn refine_parallel(&mut self, keys: &mut [u32]) {
         let segment = keys.len().div_ceil(REFINE_PARTS).max(1);
