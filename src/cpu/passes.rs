@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::pass1::{first_digit_histogram, window_pass, KeyWindow};
-use super::radix::{GroupState, Stage, PARALLEL_REFINE_MIN};
+use super::radix::{add_counts, GroupState, Stage, PARALLEL_REFINE_MIN};
 use super::select::{ChunkCounts, CpuSelector};
 use super::shared::SharedSlice;
 use crate::config::kept_target;
@@ -190,8 +190,7 @@ impl CpuSelector {
             state.cand_len = need;
             for &c in mine {
                 self.chunk_cand_off[c] = cursor;
-                cursor += self.chunk_hist[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize
-                    + COMPACT_SLACK;
+                cursor += bucket_count(&self.chunk_hist, c, state.prefix) + COMPACT_SLACK;
             }
         }
     }
@@ -214,7 +213,7 @@ impl CpuSelector {
             .for_each(|c| {
                 let chunk = chunks[c];
                 let state = &states[chunk.group];
-                let count = hists[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+                let count = bucket_count(hists, c, state.prefix);
                 // SAFETY: `assign_candidates` gave this chunk [offset, offset + count + slack),
                 // where count is its own histogram's bucket count; the ranges are disjoint.
                 let keys = unsafe { out.slice_mut(offsets[c], count + COMPACT_SLACK) };
@@ -282,6 +281,11 @@ impl CpuSelector {
     }
 }
 
+/// Chunk `chunk`'s count in first-digit bin `bin`, from the chunks' histograms `hists`.
+fn bucket_count(hists: &[u32], chunk: usize, bin: u32) -> usize {
+    hists[chunk * FIRST_DIGIT_BINS + bin as usize] as usize
+}
+
 /// Moves the runs of pass-2 candidates of a group's chunks (`mine`) together at the start of the
 /// group's range, `keys`; returns how many there are.
 fn close_gaps(
@@ -294,7 +298,7 @@ fn close_gaps(
     let mut n = 0;
     for &c in mine {
         let start = cand_off[c] - state.cand_start;
-        let count = hists[c * FIRST_DIGIT_BINS + state.prefix as usize] as usize;
+        let count = bucket_count(hists, c, state.prefix);
         keys.copy_within(start..start + count, n);
         n += count;
     }
@@ -320,13 +324,7 @@ fn count_first_digits(keys: &[u32], shift: u32, merged: &mut [u64; FIRST_DIGIT_B
             }
             hist
         })
-        .reduce(
-            || [0u32; FIRST_DIGIT_BINS],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        .reduce(|| [0u32; FIRST_DIGIT_BINS], add_counts);
     merged
         .iter_mut()
         .zip(&hist)

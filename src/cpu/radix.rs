@@ -13,6 +13,12 @@ const REFINE_PARTS: usize = 16;
 
 const REFINE_BINS: usize = 1 << REFINE_DIGIT_BITS;
 
+/// Bin-wise sum of two histograms (the reduction of histograms built by several tasks).
+pub fn add_counts<const N: usize>(mut a: [u32; N], b: [u32; N]) -> [u32; N] {
+    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+    a
+}
+
 /// Index of the bin holding the `target`-th largest entry of `hist` (scanning from the top bin),
 /// and the count of entries in bins above it. `target` must be in 1..=sum(hist).
 pub fn choose_bin<C: Copy + Into<u64>>(hist: &[C], target: u64) -> (usize, u64) {
@@ -100,37 +106,49 @@ impl GroupState {
         self.stage = Stage::Done;
     }
 
+    /// The smallest key of `keys` in the bucket (the `Min` stage).
+    fn bucket_min(&self, keys: &[u32]) -> Option<u32> {
+        keys.iter().copied().filter(|&k| self.in_bucket(k)).min()
+    }
+
+    /// One digit (`width` bits at `digit_shift`) over `keys`: counts the digit of every key in the
+    /// bucket into `hist` and moves those keys to the front; returns how many there are.
+    /// Branch-free: a key outside the bucket adds 0 to some bin and is overwritten by the next one
+    /// kept.
+    fn digit_pass(
+        &self,
+        keys: &mut [u32],
+        width: u32,
+        digit_shift: u32,
+        hist: &mut [u32],
+    ) -> usize {
+        let mut kept = 0;
+        for i in 0..keys.len() {
+            let key = keys[i];
+            let inside = self.in_bucket(key);
+            hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] += u32::from(inside);
+            keys[kept] = key;
+            kept += usize::from(inside);
+        }
+        kept
+    }
+
     /// Runs the remaining passes over `keys`, a superset of the bucket, until the group is done.
-    /// With `narrow`, the candidates are compacted in place to the bucket after each digit.
+    /// The candidates are compacted in place to the bucket after each digit.
     pub fn refine_slice(&mut self, keys: &mut [u32], hist: &mut [u32]) {
         let mut len = keys.len();
         loop {
             match self.stage {
                 Stage::Done => return,
                 Stage::Min => {
-                    let min = keys[..len]
-                        .iter()
-                        .copied()
-                        .filter(|&k| self.in_bucket(k))
-                        .min();
+                    let min = self.bucket_min(&keys[..len]);
                     self.finish(min.expect("bucket is not empty"), self.target);
                 }
                 Stage::Refine => {
                     let (width, digit_shift) = self.next_digit();
                     let hist = &mut hist[..1 << width];
                     hist.fill(0);
-                    // Branch-free: a key outside the bucket adds 0 to some bin and is
-                    // overwritten by the next one kept.
-                    let mut kept_len = 0;
-                    for i in 0..len {
-                        let key = keys[i];
-                        let inside = self.in_bucket(key);
-                        hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] +=
-                            u32::from(inside);
-                        keys[kept_len] = key;
-                        kept_len += usize::from(inside);
-                    }
-                    len = kept_len;
+                    len = self.digit_pass(&mut keys[..len], width, digit_shift, hist);
                     self.descend(hist, digit_shift);
                 }
             }
@@ -138,8 +156,8 @@ impl GroupState {
     }
 
     /// [`GroupState::refine_slice`] for a large candidate set: the keys are cut into
-    /// `REFINE_PARTS` (16) segments; for each digit every segment is histogrammed and compacted in
-    /// place by its own task, and the histograms are added up. Same answer, no allocation.
+    /// `REFINE_PARTS` (16) segments; for each digit every segment runs the digit pass on its own
+    /// task, and the histograms are added up. Same answer, no allocation.
     pub fn refine_parallel(&mut self, keys: &mut [u32]) {
         let segment = keys.len().div_ceil(REFINE_PARTS).max(1);
         let mut lens = [0usize; REFINE_PARTS];
@@ -154,43 +172,22 @@ impl GroupState {
                     let min = keys
                         .par_chunks(segment)
                         .zip(&lens)
-                        .filter_map(|(part, &len)| {
-                            part[..len]
-                                .iter()
-                                .copied()
-                                .filter(|&k| state.in_bucket(k))
-                                .min()
-                        })
+                        .filter_map(|(part, &len)| state.bucket_min(&part[..len]))
                         .min();
                     self.finish(min.expect("bucket is not empty"), self.target);
                 }
                 Stage::Refine => {
                     let (width, digit_shift) = self.next_digit();
-                    let digit_mask = (1u32 << width) - 1;
                     let hist = keys
                         .par_chunks_mut(segment)
                         .zip(&mut lens)
                         .map(|(part, len)| {
                             let mut hist = [0u32; REFINE_BINS];
-                            let mut kept = 0;
-                            for i in 0..*len {
-                                let key = part[i];
-                                let inside = state.in_bucket(key);
-                                hist[((key >> digit_shift) & digit_mask) as usize] +=
-                                    u32::from(inside);
-                                part[kept] = key;
-                                kept += usize::from(inside);
-                            }
-                            *len = kept;
+                            *len =
+                                state.digit_pass(&mut part[..*len], width, digit_shift, &mut hist);
                             hist
                         })
-                        .reduce(
-                            || [0u32; REFINE_BINS],
-                            |mut a, b| {
-                                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                                a
-                            },
-                        );
+                        .reduce(|| [0u32; REFINE_BINS], add_counts);
                     self.descend(&hist[..1 << width], digit_shift);
                 }
             }
