@@ -52,6 +52,21 @@ pub fn default_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
     Ok(context(ordinal)?.default_stream())
 }
 
+/// Rejects raw device addresses that cannot be `size`-byte elements of tensors of `lengths`: a null
+/// address for a non-empty tensor, or one not aligned to `size`. The error names the first tensor.
+pub(crate) fn check_addresses(addresses: &[u64], lengths: &[usize], size: usize) -> Result<()> {
+    let bad = |(&a, &len): (&u64, &usize)| (a == 0 && len > 0) || a % size as u64 != 0;
+    match addresses.iter().zip(lengths).position(bad) {
+        Some(tensor) => Err(Error::InvalidConfig {
+            name: "device address",
+            value: tensor as f64,
+            expected:
+                "a non-null address aligned to the element size (the value is the tensor index)",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Whether libcuda can be used. cudarc loads it at run time in the crate's own build; the `cuda`
 /// feature brings in candle's CUDA backend, which makes cudarc link it instead (so a process
 /// without it does not start, and cudarc has no probe to call).

@@ -276,15 +276,7 @@ impl CudaSelector {
         }
         self.table
             .check_lengths("gradients", lengths.iter().copied())?;
-        let bad = |(&a, &len): (&u64, &usize)| (a == 0 && len > 0) || a % dtype.size() as u64 != 0;
-        if let Some(tensor) = addresses.iter().zip(lengths).position(bad) {
-            return Err(Error::InvalidConfig {
-                name: "device address",
-                value: tensor as f64,
-                expected:
-                    "a non-null address aligned to the element size (the value is the tensor index)",
-            });
-        }
+        super::check_addresses(addresses, lengths, dtype.size())?;
         self.addresses.copy_from_slice(addresses);
         // SAFETY: the caller's contract above.
         unsafe { self.enqueue(dtype, mask_ratio) }

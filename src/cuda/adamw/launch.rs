@@ -11,7 +11,7 @@ use crate::adamw::config::validate_lr;
 use crate::adamw::math::{grad_multiplier, StepScalars};
 use crate::cuda::module::{cuda, Function, Module};
 use crate::cuda::types::{GmAdamWArgs, GmParamTensor, KEEP_RANDOM, KEEP_THRESHOLD};
-use crate::cuda::CudaSelector;
+use crate::cuda::{check_addresses, CudaSelector};
 use crate::rng::{random_cut, stream as rng_stream, ROUNDING_DOMAIN};
 use crate::tuning::GPU_CHUNK_LEN;
 use crate::{AdamWConfig, DType, Error, GradElem, GroupMap, MaskConfig, MaskMode, MaskedUpdate};
@@ -185,15 +185,7 @@ impl CudaGmtAdamW {
             ("gradient", grads, dtype.size()),
         ] {
             self.table.check_count(what, addresses.len())?;
-            let lengths = self.table.lengths();
-            let bad = |(&a, &len): (&u64, &usize)| (a == 0 && len > 0) || a % size as u64 != 0;
-            if let Some(tensor) = addresses.iter().zip(lengths).position(bad) {
-                return Err(Error::InvalidConfig {
-                    name: "device address",
-                    value: tensor as f64,
-                    expected: "a non-null address aligned to the element size (the value is the tensor index)",
-                });
-            }
+            check_addresses(addresses, self.table.lengths(), size)?;
         }
         let sizes = (param_size, dtype.size());
         let lengths = self.table.lengths();
