@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType as CandleDType, Device, Layout, Storage, Tensor, Var};
-use cudarc::driver::{CudaStream, DevicePtr};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use gradmask::cuda::CudaGmtAdamW;
 use gradmask::{DType, GroupStats, Precision, StepReport, TensorTable, KEEP_NONE};
 
@@ -48,12 +48,9 @@ fn address(
     stream: &Arc<CudaStream>,
     what: &str,
 ) -> Result<u64> {
-    let Storage::Cuda(cuda) = storage else {
-        bail!("{what}: not on the CUDA device");
+    let Some(slice) = f32_slice(storage) else {
+        bail!("{what}: not an f32 buffer on the CUDA device");
     };
-    let slice = cuda
-        .as_cuda_slice::<f32>()
-        .with_context(|| format!("{what}: not f32"))?;
     if !whole(layout, slice.len()) {
         bail!("{what}: not a whole contiguous buffer (a view into a larger one)");
     }
@@ -215,11 +212,15 @@ impl DeviceOptimizer {
     }
 }
 
+/// The f32 device buffer behind a storage, if it is one.
+fn f32_slice(storage: &Storage) -> Option<&CudaSlice<f32>> {
+    match storage {
+        Storage::Cuda(cuda) => cuda.as_cuda_slice::<f32>().ok(),
+        _ => None,
+    }
+}
+
 /// Entries in the buffer behind `tensor` (more than the tensor's own when it is a view).
 fn storage_len(tensor: &Tensor) -> usize {
-    let (storage, _) = tensor.storage_and_layout();
-    match &*storage {
-        Storage::Cuda(cuda) => cuda.as_cuda_slice::<f32>().map_or(0, |s| s.len()),
-        _ => 0,
-    }
+    f32_slice(&tensor.storage_and_layout().0).map_or(0, |s| s.len())
 }

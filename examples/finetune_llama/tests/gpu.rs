@@ -11,14 +11,14 @@
 use candle_core::Device;
 use gradmask::{AdamWConfig, GmtAdamW, GroupMap, MaskConfig, MaskMode, MaskedUpdate, Scope};
 
-use super::{micro_args, scratch, threads, train_lines};
+use super::{assert_learns_and_masks_half, micro_args, scratch, threads, train_losses};
 use crate::cli::Size;
 use crate::data::{make_batch, Tokenized};
 use crate::eval::mean_nll;
-use crate::model::{param_specs, Llama};
+use crate::model::Llama;
 use crate::optim::{self, OptimSpec, Optimizer};
 use crate::train::host_params;
-use crate::{builtin_config, hf, run};
+use crate::{builtin_config, run};
 
 fn cuda(test: &str) -> Option<Device> {
     match Device::new_cuda(0) {
@@ -150,21 +150,11 @@ fn micro_run_on_the_gpu_learns_masks_the_ratio_and_resumes() {
     };
     let cpu_dir = scratch("gpu-cpu");
     run(&micro_args(&cpu_dir, &[]), threads()).unwrap();
-    let cpu_losses: Vec<f64> = train_lines(&cpu_dir, "gmt")
-        .iter()
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect();
+    let cpu_losses: Vec<f64> = train_losses(&cpu_dir, "gmt");
 
     let full = scratch("gpu-full");
     run(&micro_args(&full, &["--cuda"]), threads()).unwrap();
-    let lines = train_lines(&full, "gmt");
-    assert_eq!(lines.len(), 30);
-    let losses: Vec<f64> = lines.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    assert!(
-        mean(&losses[25..]) < 0.8 * mean(&losses[..5]),
-        "loss did not fall: {losses:?}"
-    );
+    let losses = assert_learns_and_masks_half(&full);
     // The same weights and batch: only the order of float operations differs.
     assert!(
         (losses[0] - cpu_losses[0]).abs() <= 1e-3 * cpu_losses[0],
@@ -172,24 +162,6 @@ fn micro_run_on_the_gpu_learns_masks_the_ratio_and_resumes() {
         losses[0],
         cpu_losses[0]
     );
-    let (cfg, _) = hf::read_config(&full.join("gmt/checkpoints/step-000030/config.json")).unwrap();
-    let sizes: Vec<u64> = param_specs(&cfg)
-        .iter()
-        .map(|(_, shape, _, _)| shape.iter().product::<usize>() as u64)
-        .collect();
-    for line in &lines {
-        let (kept, target, len) = (
-            line["kept"].as_u64().unwrap(),
-            line["target"].as_u64().unwrap(),
-            line["len"].as_u64().unwrap(),
-        );
-        assert_eq!(len, sizes.iter().sum::<u64>());
-        assert_eq!(target, sizes.iter().map(|n| n - n / 2).sum::<u64>());
-        assert!(
-            kept >= target && (kept - target) as f64 <= 0.01 * len as f64,
-            "kept {kept}, target {target}"
-        );
-    }
 
     let split = scratch("gpu-split");
     assert!(run(
@@ -199,10 +171,7 @@ fn micro_run_on_the_gpu_learns_masks_the_ratio_and_resumes() {
     .unwrap()
     .is_empty());
     run(&micro_args(&split, &["--cuda", "--resume"]), threads()).unwrap();
-    let resumed: Vec<f64> = train_lines(&split, "gmt")
-        .iter()
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect();
+    let resumed: Vec<f64> = train_losses(&split, "gmt");
     assert_eq!(resumed.len(), 30);
     for (step, (a, b)) in resumed.iter().zip(&losses).enumerate() {
         // cuBLAS and candle's reductions may add in another order from run to run.

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::cli::Args;
-use crate::{cpu, metrics};
+use crate::model::param_specs;
+use crate::{cpu, hf, metrics};
 
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("finetune-llama-{name}-{}", std::process::id()));
@@ -48,4 +49,45 @@ pub fn threads() -> cpu::Threads {
 pub fn train_lines(out: &Path, method: &str) -> Vec<serde_json::Value> {
     let lines = metrics::read_lines(&out.join(method).join("metrics.jsonl")).unwrap();
     lines.into_iter().filter(|v| v["kind"] == "train").collect()
+}
+
+/// The training losses of `method` in the run at `out`, step by step.
+pub fn train_losses(out: &Path, method: &str) -> Vec<f64> {
+    let lines = train_lines(out, method);
+    lines.iter().map(|v| v["loss"].as_f64().unwrap()).collect()
+}
+
+/// Checks the 30-step GMT micro run (mask ratio 0.5, per tensor) in `out` and returns its training
+/// losses: the loss falls, and every step keeps half of each tensor (ties at the threshold may
+/// only add a few).
+pub fn assert_learns_and_masks_half(out: &Path) -> Vec<f64> {
+    let lines = train_lines(out, "gmt");
+    assert_eq!(lines.len(), 30);
+    let losses: Vec<f64> = lines.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    assert!(
+        mean(&losses[25..]) < 0.8 * mean(&losses[..5]),
+        "loss did not fall: {losses:?}"
+    );
+    let ckpt = out.join("gmt/checkpoints/step-000030");
+    let (cfg, _) = hf::read_config(&ckpt.join("config.json")).unwrap();
+    let sizes: Vec<u64> = param_specs(&cfg)
+        .iter()
+        .map(|(_, shape, _, _)| shape.iter().product::<usize>() as u64)
+        .collect();
+    for line in &lines {
+        // Per tensor: target = len - floor(0.5 len).
+        let (kept, target, len) = (
+            line["kept"].as_u64().unwrap(),
+            line["target"].as_u64().unwrap(),
+            line["len"].as_u64().unwrap(),
+        );
+        assert_eq!(len, sizes.iter().sum::<u64>());
+        assert_eq!(target, sizes.iter().map(|n| n - n / 2).sum::<u64>());
+        assert!(
+            kept >= target && (kept - target) as f64 <= 0.01 * len as f64,
+            "kept {kept}, target {target}"
+        );
+    }
+    losses
 }

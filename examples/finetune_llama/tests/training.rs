@@ -2,9 +2,11 @@
 
 use candle_core::{Device, Tensor};
 
-use super::{micro_args, scratch, threads, train_lines};
+use super::{
+    assert_learns_and_masks_half, micro_args, scratch, threads, train_lines, train_losses,
+};
 use crate::cli::Size;
-use crate::model::{param_specs, Llama, LlamaConfig};
+use crate::model::{Llama, LlamaConfig};
 use crate::{builtin_config, hf, run};
 
 #[test]
@@ -12,34 +14,7 @@ fn micro_run_learns_masks_the_ratio_and_resumes_exactly() {
     let full = scratch("full");
     let results = run(&micro_args(&full, &[]), threads()).unwrap();
     assert_eq!(results.len(), 1);
-    let lines = train_lines(&full, "gmt");
-    assert_eq!(lines.len(), 30);
-    let losses: Vec<f64> = lines.iter().map(|v| v["loss"].as_f64().unwrap()).collect();
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    assert!(
-        mean(&losses[25..]) < 0.8 * mean(&losses[..5]),
-        "loss did not fall: {losses:?}"
-    );
-    let ckpt = full.join("gmt/checkpoints/step-000030");
-    let (cfg, _) = hf::read_config(&ckpt.join("config.json")).unwrap();
-    let sizes: Vec<u64> = param_specs(&cfg)
-        .iter()
-        .map(|(_, shape, _, _)| shape.iter().product::<usize>() as u64)
-        .collect();
-    for line in &lines {
-        // Per tensor: target = len - floor(0.5 len); ties at the threshold may only add a few.
-        let (kept, target, len) = (
-            line["kept"].as_u64().unwrap(),
-            line["target"].as_u64().unwrap(),
-            line["len"].as_u64().unwrap(),
-        );
-        assert_eq!(len, sizes.iter().sum::<u64>());
-        assert_eq!(target, sizes.iter().map(|n| n - n / 2).sum::<u64>());
-        assert!(
-            kept >= target && (kept - target) as f64 <= 0.01 * len as f64,
-            "kept {kept}, target {target}"
-        );
-    }
+    let losses = assert_learns_and_masks_half(&full);
     for name in [
         "metrics.jsonl",
         "summary.json",
@@ -58,10 +33,7 @@ fn micro_run_learns_masks_the_ratio_and_resumes_exactly() {
     let err = run(&micro_args(&split, &[]), threads()).unwrap_err();
     assert!(format!("{err:#}").contains("already exists"), "{err:#}");
     run(&micro_args(&split, &["--resume"]), threads()).unwrap();
-    let resumed: Vec<f64> = train_lines(&split, "gmt")
-        .iter()
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect();
+    let resumed: Vec<f64> = train_losses(&split, "gmt");
     assert_eq!(
         resumed, losses,
         "a resumed run must reproduce the uninterrupted loss curve"
