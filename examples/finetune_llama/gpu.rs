@@ -41,18 +41,19 @@ fn whole(layout: &Layout, len: usize) -> bool {
 }
 
 /// The device address of `tensor`'s data, which must be a whole contiguous f32 buffer on the
-/// CUDA device (`what` names it in the error).
+/// CUDA device (`what` and `name` name it in the error).
 fn address(
     storage: &Storage,
     layout: &Layout,
     stream: &Arc<CudaStream>,
     what: &str,
+    name: &str,
 ) -> Result<u64> {
     let Some(slice) = f32_slice(storage) else {
-        bail!("{what}: not an f32 buffer on the CUDA device");
+        bail!("{what} {name}: not an f32 buffer on the CUDA device");
     };
     if !whole(layout, slice.len()) {
-        bail!("{what}: not a whole contiguous buffer (a view into a larger one)");
+        bail!("{what} {name}: not a whole contiguous buffer (a view into a larger one)");
     }
     // The guard orders our stream after earlier users (candle's work is on this stream anyway).
     // It records a read, also for a parameter the kernel writes: harmless, since every use of
@@ -146,13 +147,8 @@ impl DeviceOptimizer {
         let mut g = Vec::with_capacity(grads.len());
         for (i, ((ps, pl), (gs, gl))) in params.iter().zip(&grads).enumerate() {
             let name = &self.names[i];
-            p.push(address(ps, pl, &self.stream, &format!("parameter {name}"))?);
-            g.push(address(
-                gs,
-                gl,
-                &self.stream,
-                &format!("gradient of {name}"),
-            )?);
+            p.push(address(ps, pl, &self.stream, "parameter", name)?);
+            g.push(address(gs, gl, &self.stream, "gradient of", name)?);
         }
         // SAFETY (step_raw_async's contract):
         // - lengths and device: `address` checked that each buffer is a whole contiguous f32
