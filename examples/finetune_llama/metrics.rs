@@ -64,9 +64,9 @@ pub fn read_lines(path: &Path) -> Result<Vec<serde_json::Value>> {
 }
 
 /// Fraction of each transformer layer's entries that took part in the update this step (masked
-/// and frozen entries do not). Where a tensor's kept count is its group's fraction of its length
-/// (per-tensor groups, a random mask, or one group per layer with nothing frozen) that is used;
-/// otherwise (GMT over the whole model, or layer groups with frozen tensors) `count_kept` counts
+/// and frozen entries do not; on a skipped step, none). Where a tensor's kept count is its
+/// group's fraction of its length (per-tensor groups, a random mask, or one group per layer with
+/// nothing frozen) that is used; otherwise (GMT over the whole model, or layer groups with frozen tensors) `count_kept` counts
 /// the tensor's entries at or above its group's threshold.
 pub fn kept_by_layer(
     model: &Llama,
@@ -83,7 +83,8 @@ pub fn kept_by_layer(
         let Some(layer) = param.layer else { continue };
         let len = param.var.elem_count() as f64;
         total[layer] += len;
-        if spec.frozen.as_ref().is_some_and(|f| f[i]) || report.groups.is_empty() {
+        let frozen = spec.frozen.as_ref().is_some_and(|f| f[i]);
+        if frozen || report.skipped || report.groups.is_empty() {
             continue;
         }
         let group = match spec.mask.scope {

@@ -164,11 +164,7 @@ pub fn train(
         times.push([step_s, fwd_s, bwd_s, opt_s]);
         total_tokens += tokens;
         total_time += step_s;
-        let kept = if report.skipped {
-            vec![0.0; model.cfg.num_hidden_layers] // nothing was updated
-        } else {
-            kept_by_layer(model, &report, spec, |i, s| optimizer.count_kept(i, s))?
-        };
+        let kept = kept_by_layer(model, &report, spec, |i, s| optimizer.count_kept(i, s))?;
         let sum = |f: fn(&gradmask::GroupStats) -> u64| report.groups.iter().map(f).sum::<u64>();
         metrics.write(json!({
             "kind": "train", "method": method, "step": step + 1, "loss": loss, "lr": lr,
