@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
@@ -53,6 +54,25 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 /// `runs` holds (method, its metrics lines).
+/// A chart of both plots: f64 axes on a bitmap.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The legend's sample of a line of `color`.
+fn legend_mark(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+}
+
+/// Draws the chart's legend (boxed, semi-transparent).
+fn draw_legend<'a>(chart: &mut Chart<'a, 'a>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 pub fn loss_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Result<()> {
     fonts();
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
@@ -93,19 +113,12 @@ pub fn loss_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Resu
             .draw_series(LineSeries::new(train, color.stroke_width(2)))
             .map_err(err)?
             .label(method.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .legend(legend_mark(color));
         chart
             .draw_series(eval.into_iter().map(|p| Circle::new(p, 4, color.filled())))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart)?;
     root.present().map_err(err)
 }
 
@@ -173,16 +186,9 @@ pub fn kept_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Resu
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("layer {l}"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+                .legend(legend_mark(color));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart)?;
     }
     root.present().map_err(err)
 }
