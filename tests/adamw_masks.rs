@@ -9,7 +9,8 @@ use common::Dist;
 use gradmask::adamw::math::{adamw_update, StepScalars};
 use gradmask::tuning::CPU_CHUNK_LEN;
 use gradmask::{
-    AdamWConfig, Error, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope, TensorTable,
+    AdamWConfig, Error, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope, StepReport,
+    TensorTable,
 };
 
 const LENGTHS: [usize; 5] = [1, 3, 999, 40_001, CPU_CHUNK_LEN + 1];
@@ -31,6 +32,40 @@ fn mask(mask_ratio: f64, masked: MaskedUpdate) -> MaskConfig {
     }
 }
 
+/// The state before a per-tensor GMT step, its report, and which entries it kept.
+struct Stepped {
+    old_p: Vec<Vec<f32>>,
+    old_m: Vec<f32>,
+    old_v: Vec<f32>,
+    report: StepReport,
+    keeps: Vec<Vec<bool>>,
+}
+
+/// One step of `opt` (per-tensor GMT over `table`) at lr 1e-3, with what the checks need.
+fn step_gmt(
+    opt: &mut GmtAdamW,
+    table: &TensorTable,
+    params: &mut [Vec<f32>],
+    grads: &[Vec<f32>],
+) -> Stepped {
+    let (old_p, old_m, old_v) = (
+        params.to_vec(),
+        opt.moments().0.to_vec(),
+        opt.moments().1.to_vec(),
+    );
+    let report = opt
+        .step(&mut views_mut(params), &views(grads), 1e-3)
+        .unwrap();
+    let keeps = gmt_keeps(table, Scope::PerTensor, &report, &views(grads));
+    Stepped {
+        old_p,
+        old_m,
+        old_v,
+        report,
+        keeps,
+    }
+}
+
 #[test]
 fn freeze_leaves_masked_entries_bit_identical() {
     let table = TensorTable::per_tensor(&LENGTHS).unwrap();
@@ -40,15 +75,13 @@ fn freeze_leaves_masked_entries_bit_identical() {
         let mut params = draw_params(&LENGTHS, 1);
         for step in 1..=3 {
             let grads: Vec<Vec<f32>> = draw_grads(&LENGTHS, &DISTS, 2, step);
-            let (old_p, old_m, old_v) = (
-                params.clone(),
-                opt.moments().0.to_vec(),
-                opt.moments().1.to_vec(),
-            );
-            let report = opt
-                .step(&mut views_mut(&mut params), &views(&grads), 1e-3)
-                .unwrap();
-            let keeps = gmt_keeps(&table, Scope::PerTensor, &report, &views(&grads));
+            let Stepped {
+                old_p,
+                old_m,
+                old_v,
+                report,
+                keeps,
+            } = step_gmt(&mut opt, &table, &mut params, &grads);
             let (m, v) = opt.moments();
             let mut masked = 0u64;
             for t in 0..LENGTHS.len() {
@@ -83,15 +116,13 @@ fn zero_grad_masked_entries_follow_the_zero_gradient_update() {
     let mut params = draw_params(&LENGTHS, 3);
     for step in 1..=3u64 {
         let grads: Vec<Vec<f32>> = draw_grads(&LENGTHS, &DISTS, 4, step);
-        let (old_p, old_m, old_v) = (
-            params.clone(),
-            opt.moments().0.to_vec(),
-            opt.moments().1.to_vec(),
-        );
-        let report = opt
-            .step(&mut views_mut(&mut params), &views(&grads), 1e-3)
-            .unwrap();
-        let keeps = gmt_keeps(&table, Scope::PerTensor, &report, &views(&grads));
+        let Stepped {
+            old_p,
+            old_m,
+            old_v,
+            report: _,
+            keeps,
+        } = step_gmt(&mut opt, &table, &mut params, &grads);
         // The multiplier does not matter for g = 0, so the exact scalars are known.
         let s = StepScalars::new(&config(), step, 1e-3, 1.0);
         let (m, v) = opt.moments();
