@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::tuning::REFINE_DIGIT_BITS;
 
 /// Candidate sets at least this large are refined by several tasks ([`GroupState::refine_parallel`]).
-pub const PARALLEL_REFINE_MIN: usize = 1 << 20;
+pub(crate) const PARALLEL_REFINE_MIN: usize = 1 << 20;
 
 /// Segments of a parallel refinement.
 const REFINE_PARTS: usize = 16;
@@ -14,7 +14,7 @@ const REFINE_PARTS: usize = 16;
 const REFINE_BINS: usize = 1 << REFINE_DIGIT_BITS;
 
 /// Bin-wise sum of two histograms (the reduction of histograms built by several tasks).
-pub fn add_counts<const N: usize>(mut a: [u32; N], b: [u32; N]) -> [u32; N] {
+pub(crate) fn add_counts<const N: usize>(mut a: [u32; N], b: [u32; N]) -> [u32; N] {
     a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
     a
 }
@@ -158,7 +158,7 @@ impl GroupState {
     /// [`GroupState::refine_slice`] for a large candidate set: the keys are cut into
     /// `REFINE_PARTS` (16) segments; for each digit every segment runs the digit pass on its own
     /// task, and the histograms are added up. Same answer, no allocation.
-    pub fn refine_parallel(&mut self, keys: &mut [u32]) {
+    pub(crate) fn refine_parallel(&mut self, keys: &mut [u32]) {
         let segment = keys.len().div_ceil(REFINE_PARTS).max(1);
         let mut lens = [0usize; REFINE_PARTS];
         for (len, part) in lens.iter_mut().zip(keys.chunks(segment)) {
