@@ -1,0 +1,541 @@
+//! Streams, events, modules and kernel launches.
+
+#![allow(non_snake_case)]
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::Arc;
+
+use super::code::{remember, Code};
+use super::state::{Event, Stream, Work};
+use super::{stream_id, with_context, CUresult};
+use crate::fatbin;
+use crate::ptx;
+
+/// # Safety
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamCreate(out: *mut *mut c_void, _flags: c_uint) -> CUresult {
+    with_context(|dev| {
+        if out.is_null() {
+            return Err(Code::InvalidValue);
+        }
+        let id = dev.handle();
+        dev.streams.insert(id, Stream::default());
+        // SAFETY: checked non-null.
+        unsafe { *out = id as *mut c_void };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As `cuStreamCreate`; priorities are accepted and ignored.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamCreateWithPriority(
+    out: *mut *mut c_void,
+    flags: c_uint,
+    _priority: c_int,
+) -> CUresult {
+    // SAFETY: forwarded with the same contract.
+    unsafe { cuStreamCreate(out, flags) }
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamDestroy_v2(stream: *mut c_void) -> CUresult {
+    with_context(|dev| {
+        let id = stream_id(stream as usize);
+        if id == 0 || !dev.streams.contains_key(&id) {
+            return Err(Code::InvalidHandle);
+        }
+        // Work already queued still runs, as on a GPU.
+        let upto = dev.streams[&id].enqueued;
+        dev.run_stream(id, upto)?;
+        dev.streams.remove(&id);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamSynchronize(stream: *mut c_void) -> CUresult {
+    with_context(|dev| {
+        let id = stream_id(stream as usize);
+        let upto = dev.streams.get(&id).ok_or(Code::InvalidHandle)?.enqueued;
+        dev.run_stream(id, upto)?;
+        dev.check_sticky()
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's. Runs the stream's work (a query makes progress).
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamQuery(stream: *mut c_void) -> CUresult {
+    // SAFETY: forwarded with the same contract.
+    unsafe { cuStreamSynchronize(stream) }
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamWaitEvent(
+    stream: *mut c_void,
+    event: *mut c_void,
+    _flags: c_uint,
+) -> CUresult {
+    with_context(|dev| {
+        let ev = *dev.events.get(&(event as u64)).ok_or(Code::InvalidHandle)?;
+        let id = stream_id(stream as usize);
+        dev.streams.get(&id).ok_or(Code::InvalidHandle)?;
+        match ev.at {
+            None => Ok(()), // never recorded: nothing to wait for
+            Some((other, upto)) => dev.enqueue(
+                id,
+                Work::Wait {
+                    stream: other,
+                    upto,
+                },
+            ),
+        }
+    })
+}
+
+/// # Safety
+/// `func` must be a host function that takes `data`; it must not call the driver.
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchHostFunc(
+    stream: *mut c_void,
+    func: Option<extern "C" fn(*mut c_void)>,
+    data: *mut c_void,
+) -> CUresult {
+    with_context(|dev| {
+        let func = func.ok_or(Code::InvalidValue)?;
+        dev.enqueue(
+            stream_id(stream as usize),
+            Work::HostFn {
+                func: func as usize,
+                data: data as usize,
+            },
+        )
+    })
+}
+
+/// # Safety
+/// `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventCreate(out: *mut *mut c_void, _flags: c_uint) -> CUresult {
+    with_context(|dev| {
+        if out.is_null() {
+            return Err(Code::InvalidValue);
+        }
+        let id = dev.handle();
+        dev.events.insert(id, Event::default());
+        // SAFETY: checked non-null.
+        unsafe { *out = id as *mut c_void };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventDestroy_v2(event: *mut c_void) -> CUresult {
+    with_context(|dev| {
+        dev.events
+            .remove(&(event as u64))
+            .map(|_| ())
+            .ok_or(Code::InvalidHandle)
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventRecord(event: *mut c_void, stream: *mut c_void) -> CUresult {
+    with_context(|dev| {
+        let id = stream_id(stream as usize);
+        if !dev.events.contains_key(&(event as u64)) {
+            return Err(Code::InvalidHandle);
+        }
+        dev.enqueue(
+            id,
+            Work::Record {
+                event: event as u64,
+            },
+        )?;
+        let at = dev.streams[&id].enqueued;
+        dev.events
+            .insert(event as u64, Event { at: Some((id, at)) });
+        Ok(())
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventRecordWithFlags(
+    event: *mut c_void,
+    stream: *mut c_void,
+    _flags: c_uint,
+) -> CUresult {
+    // SAFETY: forwarded with the same contract.
+    unsafe { cuEventRecord(event, stream) }
+}
+
+/// # Safety
+/// None beyond the driver API's.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventSynchronize(event: *mut c_void) -> CUresult {
+    with_context(|dev| {
+        let ev = *dev.events.get(&(event as u64)).ok_or(Code::InvalidHandle)?;
+        if let Some((stream, upto)) = ev.at {
+            if dev.streams.contains_key(&stream) {
+                dev.run_stream(stream, upto)?;
+            }
+        }
+        dev.check_sticky()
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's. Runs the work up to the event (a query makes progress).
+#[no_mangle]
+pub unsafe extern "C" fn cuEventQuery(event: *mut c_void) -> CUresult {
+    // SAFETY: forwarded with the same contract.
+    unsafe { cuEventSynchronize(event) }
+}
+
+/// # Safety
+/// `ms` must be writable. The stand-in has no clock: the time is 0.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventElapsedTime(
+    ms: *mut f32,
+    start: *mut c_void,
+    end: *mut c_void,
+) -> CUresult {
+    with_context(|dev| {
+        if ms.is_null() {
+            return Err(Code::InvalidValue);
+        }
+        for e in [start, end] {
+            let ev = dev.events.get(&(e as u64)).ok_or(Code::InvalidHandle)?;
+            if ev.at.is_none() {
+                return Err(Code::InvalidHandle);
+            }
+        }
+        // SAFETY: checked non-null.
+        unsafe { *ms = 0.0 };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As `cuEventElapsedTime`.
+#[no_mangle]
+pub unsafe extern "C" fn cuEventElapsedTime_v2(
+    ms: *mut f32,
+    start: *mut c_void,
+    end: *mut c_void,
+) -> CUresult {
+    // SAFETY: forwarded with the same contract.
+    unsafe { cuEventElapsedTime(ms, start, end) }
+}
+
+/// The PTX text of a module image: a fatbin, a fatbin wrapper, or NUL-terminated PTX.
+///
+/// # Safety
+/// `image` must point at a complete image of one of those kinds.
+unsafe fn image_ptx(image: *const c_void) -> Result<String, (Code, String)> {
+    const WRAPPER_MAGIC: u32 = 0x466243b1;
+    let bytes = image as *const u8;
+    // SAFETY: every image kind starts with at least 16 readable bytes.
+    let head = unsafe { std::slice::from_raw_parts(bytes, 16) };
+    if u32::from_le_bytes(head[0..4].try_into().unwrap()) == WRAPPER_MAGIC {
+        let inner = u64::from_le_bytes(head[8..16].try_into().unwrap()) as *const c_void;
+        // SAFETY: a fatbin wrapper points at its fatbin.
+        return unsafe { image_ptx(inner) };
+    }
+    if fatbin::is_fatbin(head) {
+        let size = fatbin::size_from_header(head)
+            .ok_or((Code::InvalidImage, "bad fatbin header".into()))?;
+        // SAFETY: the fatbin's header gives its size.
+        let all = unsafe { std::slice::from_raw_parts(bytes, size) };
+        let texts = fatbin::ptx_texts(all).map_err(|e| (Code::InvalidImage, e))?;
+        return texts.into_iter().last().ok_or((
+            Code::NoBinaryForGpu,
+            "the fatbin has no PTX (only SASS, which the interpreter cannot run)".into(),
+        ));
+    }
+    if head.starts_with(b"\x7fELF") {
+        return Err((
+            Code::NoBinaryForGpu,
+            "a cubin (SASS) image; the interpreter runs PTX only".into(),
+        ));
+    }
+    // SAFETY: otherwise the image is NUL-terminated PTX text.
+    let text = unsafe { CStr::from_ptr(image as *const c_char) };
+    Ok(text.to_string_lossy().into_owned())
+}
+
+/// # Safety
+/// `module` must be writable and `image` a complete fatbin or NUL-terminated PTX.
+#[no_mangle]
+pub unsafe extern "C" fn cuModuleLoadData(
+    module: *mut *mut c_void,
+    image: *const c_void,
+) -> CUresult {
+    with_context(|dev| {
+        if module.is_null() || image.is_null() {
+            return Err(Code::InvalidValue);
+        }
+        // SAFETY: the caller's contract above.
+        let ptx_text = unsafe { image_ptx(image) }.map_err(|(code, why)| {
+            remember(code, &format!("cuModuleLoadData: {why}"));
+            code
+        })?;
+        let parsed = ptx::parse(&ptx_text).map_err(|e| {
+            remember(
+                Code::InvalidPtx,
+                &format!("cuModuleLoadData: cannot run this PTX: {e}"),
+            );
+            Code::InvalidPtx
+        })?;
+        let id = dev.handle();
+        dev.modules.insert(id, Arc::new(parsed));
+        // SAFETY: checked non-null.
+        unsafe { *module = id as *mut c_void };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As `cuModuleLoadData`; JIT options are ignored.
+#[no_mangle]
+pub unsafe extern "C" fn cuModuleLoadDataEx(
+    module: *mut *mut c_void,
+    image: *const c_void,
+    _n: c_uint,
+    _options: *mut c_void,
+    _values: *mut *mut c_void,
+) -> CUresult {
+    // SAFETY: forwarded with the same contract.
+    unsafe { cuModuleLoadData(module, image) }
+}
+
+/// # Safety
+/// `out` must be writable and `name` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn cuModuleGetFunction(
+    out: *mut *mut c_void,
+    module: *mut c_void,
+    name: *const c_char,
+) -> CUresult {
+    with_context(|dev| {
+        if out.is_null() || name.is_null() {
+            return Err(Code::InvalidValue);
+        }
+        // SAFETY: checked non-null; NUL-terminated by contract.
+        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        let m = dev
+            .modules
+            .get(&(module as u64))
+            .ok_or(Code::InvalidHandle)?;
+        let index = m
+            .kernels
+            .iter()
+            .position(|k| k.name == name)
+            .ok_or(Code::NotFound)?;
+        let id = dev.handle();
+        dev.functions.insert(id, (module as u64, index));
+        // SAFETY: checked non-null.
+        unsafe { *out = id as *mut c_void };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's. Queued launches keep their module alive.
+#[no_mangle]
+pub unsafe extern "C" fn cuModuleUnload(module: *mut c_void) -> CUresult {
+    with_context(|dev| {
+        dev.modules
+            .remove(&(module as u64))
+            .ok_or(Code::InvalidHandle)?;
+        dev.functions.retain(|_, (m, _)| *m != module as u64);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pi` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuFuncGetAttribute(
+    pi: *mut c_int,
+    attrib: c_int,
+    func: *mut c_void,
+) -> CUresult {
+    with_context(|dev| {
+        if pi.is_null() {
+            return Err(Code::InvalidValue);
+        }
+        let &(m, k) = dev
+            .functions
+            .get(&(func as u64))
+            .ok_or(Code::InvalidHandle)?;
+        let kernel = &dev.modules[&m].kernels[k];
+        let value = match attrib {
+            0 => kernel
+                .max_ntid
+                .map_or(1024, |d| d.iter().product::<u32>() as c_int), // MAX_THREADS_PER_BLOCK
+            1 => kernel.shared_bytes as c_int, // SHARED_SIZE_BYTES
+            4 => kernel.reg_bits.len().min(255) as c_int, // NUM_REGS
+            5 => 90,                           // PTX_VERSION
+            6 => 90,                           // BINARY_VERSION
+            _ => 0,
+        };
+        // SAFETY: checked non-null.
+        unsafe { *pi = value };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// None beyond the driver API's; attributes are accepted and ignored.
+#[no_mangle]
+pub unsafe extern "C" fn cuFuncSetAttribute(
+    func: *mut c_void,
+    _attrib: c_int,
+    _value: c_int,
+) -> CUresult {
+    with_context(|dev| {
+        dev.functions
+            .get(&(func as u64))
+            .map(|_| ())
+            .ok_or(Code::InvalidHandle)
+    })
+}
+
+/// Bytes of `extra` in the CU_LAUNCH_PARAM_BUFFER_POINTER / _SIZE form.
+///
+/// # Safety
+/// `extra` is a null-terminated key/value list as the driver API defines it.
+unsafe fn extra_buffer(extra: *mut *mut c_void) -> Option<(*const u8, usize)> {
+    let (mut ptr, mut size) = (None, None);
+    let mut i = 0;
+    loop {
+        // SAFETY: the list is terminated by CU_LAUNCH_PARAM_END (0).
+        let key = unsafe { *extra.add(i) } as usize;
+        match key {
+            0 => break,
+            1 => ptr = Some(unsafe { *extra.add(i + 1) } as *const u8),
+            // SAFETY: the value of BUFFER_SIZE points at a size_t.
+            2 => size = Some(unsafe { *(*extra.add(i + 1) as *const usize) }),
+            _ => return None,
+        }
+        i += 2;
+    }
+    Some((ptr?, size?))
+}
+
+/// # Safety
+/// `params` must point at one pointer per kernel parameter, each to a value of that parameter's
+/// size (or `extra` at a parameter buffer), as the driver API defines.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cuLaunchKernel(
+    func: *mut c_void,
+    gx: c_uint,
+    gy: c_uint,
+    gz: c_uint,
+    bx: c_uint,
+    by: c_uint,
+    bz: c_uint,
+    shared_bytes: c_uint,
+    stream: *mut c_void,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> CUresult {
+    with_context(|dev| {
+        let &(m, k) = dev
+            .functions
+            .get(&(func as u64))
+            .ok_or(Code::InvalidHandle)?;
+        let module = dev.modules.get(&m).ok_or(Code::InvalidHandle)?.clone();
+        let kernel = &module.kernels[k];
+        let bad = |why: String| {
+            remember(
+                Code::InvalidValue,
+                &format!("cuLaunchKernel({}): {why}", kernel.name),
+            );
+            Code::InvalidValue
+        };
+        if gx == 0 || gy == 0 || gz == 0 || gx > i32::MAX as u32 || gy > 65535 || gz > 65535 {
+            return Err(bad(format!(
+                "grid ({gx},{gy},{gz}) is outside the device's limits"
+            )));
+        }
+        let threads = bx as u64 * by as u64 * bz as u64;
+        if bx == 0 || by == 0 || bz == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024 {
+            return Err(bad(format!(
+                "block ({bx},{by},{bz}) is outside the device's limits"
+            )));
+        }
+        if let Some(max) = kernel.max_ntid {
+            if threads > max.iter().map(|&d| d as u64).product::<u64>() {
+                remember(Code::LaunchOutOfResources, &format!(
+                    "cuLaunchKernel({}): {threads} threads per block exceed the kernel's .maxntid {max:?}",
+                    kernel.name
+                ));
+                return Err(Code::LaunchOutOfResources);
+            }
+        }
+        if kernel.shared_bytes as u64 + shared_bytes as u64 > 227 * 1024 {
+            return Err(bad(format!(
+                "{} bytes of shared memory per block",
+                kernel.shared_bytes + shared_bytes
+            )));
+        }
+        let mut buf = vec![0u8; kernel.param_bytes as usize];
+        if !params.is_null() {
+            for (i, p) in kernel.params.iter().enumerate() {
+                // SAFETY: the caller's contract: one pointer per parameter.
+                let value = unsafe { *params.add(i) } as *const u8;
+                if value.is_null() {
+                    return Err(bad(format!("parameter {i} ({}) is a null pointer", p.name)));
+                }
+                // SAFETY: the pointer addresses a value of the parameter's size.
+                let bytes = unsafe { std::slice::from_raw_parts(value, p.size as usize) };
+                buf[p.offset as usize..(p.offset + p.size) as usize].copy_from_slice(bytes);
+            }
+        } else if !extra.is_null() {
+            // SAFETY: the caller's contract for `extra`.
+            let (ptr, size) =
+                unsafe { extra_buffer(extra) }.ok_or_else(|| bad("malformed `extra`".into()))?;
+            if size != buf.len() {
+                return Err(bad(format!(
+                    "the parameter buffer has {size} bytes, the kernel takes {}",
+                    buf.len()
+                )));
+            }
+            // SAFETY: the buffer holds `size` bytes.
+            buf.copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, size) });
+        } else if !kernel.params.is_empty() {
+            return Err(bad(format!(
+                "no parameters given; the kernel takes {}",
+                kernel.params.len()
+            )));
+        }
+        dev.enqueue(
+            stream_id(stream as usize),
+            Work::Launch {
+                module,
+                kernel: k,
+                grid: [gx, gy, gz],
+                block: [bx, by, bz],
+                dynamic_shared: shared_bytes,
+                params: buf,
+            },
+        )
+    })
+}

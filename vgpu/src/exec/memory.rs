@@ -1,0 +1,256 @@
+//! Device (global) memory: allocations with an initialisation shadow, and, during a launch, a
+//! store tag per 2-byte granule that says which block wrote it and whether that block has fenced
+//! since.
+//!
+//! Addresses are handed out by a bump pointer and never reused, with an unmapped gap after every
+//! allocation, so an overrun or a use after free always lands outside any live allocation.
+
+use std::collections::BTreeMap;
+
+/// Where device allocations start (a UVA-like address, never 0).
+pub const DEVICE_BASE: u64 = 0x7f40_0000_0000;
+/// Alignment of every allocation (cudaMalloc gives at least 256).
+pub const ALLOC_ALIGN: u64 = 256;
+/// Unmapped bytes after each allocation.
+const GAP: u64 = 4096;
+
+/// A store tag: 0 for "not written in this launch", else (block + 1) << 12 | the block's fence
+/// count at the store, modulo 4096.
+pub type Tag = u32;
+
+pub fn make_tag(block: u32, fences: u32) -> Tag {
+    ((block + 1) << 12) | (fences & 0xfff)
+}
+
+pub fn tag_block(tag: Tag) -> Option<u32> {
+    (tag >> 12).checked_sub(1)
+}
+
+pub fn tag_fences(tag: Tag) -> u32 {
+    tag & 0xfff
+}
+
+pub struct Alloc {
+    pub base: u64,
+    pub data: Vec<u8>,
+    /// One bit per byte: written since allocation (by a copy, a memset or a kernel).
+    pub init: Vec<u64>,
+    /// One tag per 2-byte granule, only during a launch that stored to this allocation.
+    pub tags: Vec<Tag>,
+}
+
+impl Alloc {
+    pub fn is_init(&self, off: usize, len: usize, used_mask: u32) -> bool {
+        (0..len).all(|i| {
+            (used_mask >> i.min(31)) & 1 == 0
+                || self.init[(off + i) / 64] >> ((off + i) % 64) & 1 == 1
+        })
+    }
+    pub fn mark_init(&mut self, off: usize, len: usize) {
+        let mut i = off;
+        let end = off + len;
+        while i < end {
+            if i % 64 == 0 && end - i >= 64 {
+                self.init[i / 64] = u64::MAX;
+                i += 64;
+            } else {
+                self.init[i / 64] |= 1 << (i % 64);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Why an access or a free was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemError {
+    Null,
+    Unmapped(String),
+    Freed { base: u64, size: u64 },
+    OutOfBounds { base: u64, size: u64 },
+}
+
+impl std::fmt::Display for MemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemError::Null => write!(f, "the null address"),
+            MemError::Unmapped(near) => write!(f, "no allocation there ({near})"),
+            MemError::Freed { base, size } => {
+                write!(
+                    f,
+                    "inside the freed {size}-byte allocation at {base:#x} (use after free)"
+                )
+            }
+            MemError::OutOfBounds { base, size } => {
+                write!(f, "past the end of the {size}-byte allocation at {base:#x}")
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Memory {
+    slots: Vec<Option<Alloc>>,
+    by_base: BTreeMap<u64, usize>,
+    freed: BTreeMap<u64, u64>,
+    next: u64,
+    pub bytes_live: u64,
+}
+
+impl Memory {
+    pub fn alloc(&mut self, size: u64) -> u64 {
+        if self.next == 0 {
+            self.next = DEVICE_BASE;
+        }
+        let base = self.next;
+        self.next = (base + size + GAP).div_ceil(ALLOC_ALIGN) * ALLOC_ALIGN;
+        let size = size as usize;
+        self.slots.push(Some(Alloc {
+            base,
+            data: vec![0u8; size],
+            init: vec![0u64; size.div_ceil(64)],
+            tags: Vec::new(),
+        }));
+        self.by_base.insert(base, self.slots.len() - 1);
+        self.bytes_live += size as u64;
+        base
+    }
+
+    pub fn free(&mut self, base: u64) -> Result<(), MemError> {
+        match self.by_base.remove(&base) {
+            Some(slot) => {
+                let a = self.slots[slot].take().expect("live slot");
+                self.bytes_live -= a.data.len() as u64;
+                self.freed.insert(base, a.data.len() as u64);
+                Ok(())
+            }
+            None if base == 0 => Err(MemError::Null),
+            None => Err(self.classify(base)),
+        }
+    }
+
+    /// Why `addr` is not in a live allocation.
+    fn classify(&self, addr: u64) -> MemError {
+        if addr == 0 {
+            return MemError::Null;
+        }
+        if let Some((&base, &size)) = self.freed.range(..=addr).next_back() {
+            if addr < base + size.max(1) {
+                return MemError::Freed { base, size };
+            }
+        }
+        if let Some((&base, &slot)) = self.by_base.range(..=addr).next_back() {
+            let size = self.slots[slot].as_ref().unwrap().data.len() as u64;
+            if addr < base + size + GAP {
+                return MemError::OutOfBounds { base, size };
+            }
+        }
+        MemError::Unmapped(format!("address {addr:#x}"))
+    }
+
+    /// The slot and offset of `len` bytes at `addr`, all inside one live allocation.
+    #[inline]
+    pub fn locate(&self, addr: u64, len: u64) -> Result<(usize, usize), MemError> {
+        match self.by_base.range(..=addr).next_back() {
+            Some((&base, &slot)) => {
+                let a = self.slots[slot].as_ref().unwrap();
+                if addr + len <= base + a.data.len() as u64 {
+                    Ok((slot, (addr - base) as usize))
+                } else {
+                    Err(self.classify(addr + len - 1).min_with(self.classify(addr)))
+                }
+            }
+            None => Err(self.classify(addr)),
+        }
+    }
+
+    /// The allocation containing `addr` (its base and length), if any.
+    pub fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
+        let (&base, &slot) = self.by_base.range(..=addr).next_back()?;
+        let len = self.slots[slot].as_ref().unwrap().data.len() as u64;
+        (addr < base + len).then_some((base, len))
+    }
+
+    #[inline]
+    pub fn slot(&self, slot: usize) -> &Alloc {
+        self.slots[slot].as_ref().unwrap()
+    }
+
+    #[inline]
+    pub fn slot_mut(&mut self, slot: usize) -> &mut Alloc {
+        self.slots[slot].as_mut().unwrap()
+    }
+
+    /// Copies host bytes in (a memcpy to the device): marks them initialised.
+    pub fn write(&mut self, addr: u64, bytes: &[u8]) -> Result<(), MemError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let (slot, off) = self.locate(addr, bytes.len() as u64)?;
+        let a = self.slot_mut(slot);
+        a.data[off..off + bytes.len()].copy_from_slice(bytes);
+        a.mark_init(off, bytes.len());
+        Ok(())
+    }
+
+    pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), MemError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let (slot, off) = self.locate(addr, out.len() as u64)?;
+        out.copy_from_slice(&self.slot(slot).data[off..off + out.len()]);
+        Ok(())
+    }
+
+    pub fn fill(&mut self, addr: u64, value: u8, len: u64) -> Result<(), MemError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (slot, off) = self.locate(addr, len)?;
+        let a = self.slot_mut(slot);
+        a.data[off..off + len as usize].fill(value);
+        a.mark_init(off, len as usize);
+        Ok(())
+    }
+
+    /// Device-to-device copy; the destination's initialisation follows the source's.
+    pub fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), MemError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (s_slot, s_off) = self.locate(src, len)?;
+        let (d_slot, d_off) = self.locate(dst, len)?;
+        let len = len as usize;
+        let bytes = self.slot(s_slot).data[s_off..s_off + len].to_vec();
+        let init: Vec<bool> = (0..len)
+            .map(|i| self.slot(s_slot).is_init(s_off + i, 1, 1))
+            .collect();
+        let d = self.slot_mut(d_slot);
+        d.data[d_off..d_off + len].copy_from_slice(&bytes);
+        for (i, ok) in init.into_iter().enumerate() {
+            if ok {
+                d.mark_init(d_off + i, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every store tag (at the end of a launch every store is visible).
+    pub fn clear_tags(&mut self) {
+        for a in self.slots.iter_mut().flatten() {
+            if !a.tags.is_empty() {
+                a.tags = Vec::new();
+            }
+        }
+    }
+}
+
+impl MemError {
+    /// The more informative of two reasons (a freed or overrun allocation beats "unmapped").
+    fn min_with(self, other: MemError) -> MemError {
+        match (&self, &other) {
+            (MemError::Unmapped(_), _) => other,
+            _ => self,
+        }
+    }
+}

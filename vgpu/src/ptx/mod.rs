@@ -1,0 +1,28 @@
+//! PTX front end: tokens (`lex`), the kernel structure (`parse`), instructions (`lower`), and the
+//! decoded form the executor runs (`ir`).
+
+pub mod ir;
+mod lex;
+mod lower;
+mod parse;
+
+pub use parse::parse;
+
+/// PTX the interpreter cannot read: the line, the token, and why. The driver answers
+/// `CUDA_ERROR_INVALID_PTX` and prints this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: u32,
+    pub token: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PTX line {}, at `{}`: {}",
+            self.line, self.token, self.reason
+        )
+    }
+}
