@@ -209,6 +209,12 @@ fn run(
                             }
                             if !alloc.tags.is_empty() {
                                 for g in off / 2..(off + width).div_ceil(2) {
+                                    // Bytes the instruction loads but does not use (a `used_bytes_mask`
+                                    // pragma) may race harmlessly.
+                                    let first = (g * 2).saturating_sub(off);
+                                    if (*used_mask >> first.min(31)) & 3 == 0 {
+                                        continue;
+                                    }
                                     let t = alloc.tags[g];
                                     if let Some(b) = tag_block(t) {
                                         if b != ctx.linear
