@@ -57,17 +57,24 @@ fn address(regs: &[u64], addr: Addr, l: usize) -> u64 {
         .wrapping_add(addr.offset as u64)
 }
 
-fn resolve(launch: &Launch, space: Space, a: u64, width: u64, l: usize) -> Result<Target, Fail> {
+fn resolve(
+    launch: &Launch,
+    space: Space,
+    a: u64,
+    width: u64,
+    l: usize,
+    cache: &mut (u64, u64, usize),
+) -> Result<Target, Fail> {
     let space = match space {
         Space::Generic
             if (SHARED_WINDOW..SHARED_WINDOW + launch.shared_bytes as u64).contains(&a) =>
         {
-            return resolve(launch, Space::Shared, a - SHARED_WINDOW, width, l)
+            return resolve(launch, Space::Shared, a - SHARED_WINDOW, width, l, cache)
         }
         Space::Generic
             if (PARAM_WINDOW..PARAM_WINDOW + launch.params.len() as u64).contains(&a) =>
         {
-            return resolve(launch, Space::Param, a - PARAM_WINDOW, width, l)
+            return resolve(launch, Space::Param, a - PARAM_WINDOW, width, l, cache)
         }
         Space::Generic => Space::Global,
         s => s,
@@ -103,7 +110,7 @@ fn resolve(launch: &Launch, space: Space, a: u64, width: u64, l: usize) -> Resul
             }
             Ok(Target::Param(a as usize))
         }
-        _ => match launch.mem.locate(a, width) {
+        _ => match launch.mem.locate_cached(a, width, cache) {
             Ok((slot, off)) => Ok(Target::Global { slot, off }),
             Err(e) => {
                 let e = match e {
@@ -179,6 +186,7 @@ fn run(
     let mut spans = [(0u64, 0u64); 32];
     let mut n_spans = 0usize;
     let mut global_bytes = 0u64;
+    let mut cache = (0u64, 0u64, 0usize);
     let result = (|| -> Result<(), Fail> {
         let mut m = active;
         while m != 0 {
@@ -198,7 +206,7 @@ fn run(
                     let width = size * dsts.len();
                     let a = address(&warp.regs, *addr, l);
                     let mut buf = [0u8; 32];
-                    match resolve(launch, *space, a, width as u64, l)? {
+                    match resolve(launch, *space, a, width as u64, l, &mut cache)? {
                         Target::Global { slot, off } => {
                             let alloc = launch.mem.slot(slot);
                             if !alloc.is_init(off, width, *used_mask) {
@@ -275,7 +283,7 @@ fn run(
                         buf[i * size..(i + 1) * size]
                             .copy_from_slice(&get(&warp.regs, *s, l).to_le_bytes()[..size]);
                     }
-                    match resolve(launch, *space, a, width as u64, l)? {
+                    match resolve(launch, *space, a, width as u64, l, &mut cache)? {
                         Target::Global { slot, off } => {
                             let tag = make_tag(ctx.linear, launch.fences[ctx.linear as usize]);
                             let alloc = launch.mem.slot_mut(slot);
@@ -323,7 +331,7 @@ fn run(
                     if *release {
                         launch.fences[ctx.linear as usize] += 1;
                     }
-                    let old = match resolve(launch, *space, a, width as u64, l)? {
+                    let old = match resolve(launch, *space, a, width as u64, l, &mut cache)? {
                         Target::Global { slot, off } => {
                             let tag = make_tag(ctx.linear, launch.fences[ctx.linear as usize]);
                             let alloc = launch.mem.slot_mut(slot);

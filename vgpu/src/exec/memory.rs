@@ -164,6 +164,25 @@ impl Memory {
         }
     }
 
+    /// `locate`, trying the allocation of the previous access first (a warp's lanes mostly
+    /// touch one allocation).
+    #[inline]
+    pub fn locate_cached(
+        &self,
+        addr: u64,
+        len: u64,
+        cache: &mut (u64, u64, usize),
+    ) -> Result<(usize, usize), MemError> {
+        let (base, end, slot) = *cache;
+        if addr >= base && addr + len <= end {
+            return Ok((slot, (addr - base) as usize));
+        }
+        let (slot, off) = self.locate(addr, len)?;
+        let a = self.slot(slot);
+        *cache = (a.base, a.base + a.data.len() as u64, slot);
+        Ok((slot, off))
+    }
+
     /// The allocation containing `addr` (its base and length), if any.
     pub fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
         let (&base, &slot) = self.by_base.range(..=addr).next_back()?;

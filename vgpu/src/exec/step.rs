@@ -3,26 +3,11 @@
 
 use super::access;
 use super::alu;
+use super::lanes::{self, apply1, apply2, apply3, lanes};
 use super::shared::Shared;
 use super::warp::{place, BlockCtx, Warp};
 use super::{Fault, FaultKind, Launch};
 use crate::ptx::ir::{BoolOp, Op, PredSrc, ShflMode, Special, Src, VoteMode};
-
-/// Calls `f` for every lane in `mask`.
-#[inline(always)]
-pub fn lanes(mask: u32, mut f: impl FnMut(usize)) {
-    if mask == u32::MAX {
-        for l in 0..32 {
-            f(l)
-        }
-    } else {
-        let mut m = mask;
-        while m != 0 {
-            f(m.trailing_zeros() as usize);
-            m &= m - 1;
-        }
-    }
-}
 
 #[inline(always)]
 pub fn get(regs: &[u64], s: Src, l: usize) -> u64 {
@@ -70,7 +55,7 @@ pub fn exec(
     match &instr.op {
         Op::Mov { ty, dst, src } => {
             let mask = ty.mask();
-            map_lanes!(regs, active, dst, |l| get(regs, *src, l) & mask)
+            apply1(regs, active, *dst, *src, |x| x & mask);
         }
         Op::Special { dst, sp } => {
             let [bx, by, bz] = launch.block;
@@ -126,20 +111,9 @@ pub fn exec(
                 }
             })
         }
-        Op::Int { op, ty, dst, a, b } => {
-            map_lanes!(regs, active, dst, |l| alu::int(
-                *op,
-                *ty,
-                get(regs, *a, l),
-                get(regs, *b, l)
-            ))
-        }
+        Op::Int { op, ty, dst, a, b } => lanes::int_op(regs, active, *op, *ty, *dst, *a, *b),
         Op::MulWide { ty, dst, a, b } => {
-            map_lanes!(regs, active, dst, |l| alu::mul_wide(
-                *ty,
-                get(regs, *a, l),
-                get(regs, *b, l)
-            ))
+            apply2(regs, active, *dst, *a, *b, |x, y| alu::mul_wide(*ty, x, y));
         }
         Op::Mad {
             ty,
@@ -168,27 +142,17 @@ pub fn exec(
             })
         }
         Op::Unary { op, ty, dst, a } => {
-            map_lanes!(regs, active, dst, |l| alu::unary(
-                *op,
-                *ty,
-                get(regs, *a, l)
-            ))
+            apply1(regs, active, *dst, *a, |x| alu::unary(*op, *ty, x));
         }
         Op::Float { op, ty, dst, a, b } => {
-            map_lanes!(regs, active, dst, |l| alu::float(
-                *op,
-                *ty,
-                get(regs, *a, l),
-                get(regs, *b, l)
-            ))
+            apply2(regs, active, *dst, *a, *b, |x, y| {
+                alu::float(*op, *ty, x, y)
+            });
         }
         Op::Fma { ty, dst, a, b, c } => {
-            map_lanes!(regs, active, dst, |l| alu::fma(
-                *ty,
-                get(regs, *a, l),
-                get(regs, *b, l),
-                get(regs, *c, l)
-            ))
+            apply3(regs, active, *dst, *a, *b, *c, |x, y, z| {
+                alu::fma(*ty, x, y, z)
+            });
         }
         Op::Setp {
             cmp,
@@ -198,20 +162,25 @@ pub fn exec(
             a,
             b,
             combine,
-        } => lanes(active, |l| {
-            let r = alu::compare(*cmp, *ty, get(regs, *a, l), get(regs, *b, l));
-            let (p, q) = match combine {
-                Some((op, c)) => {
-                    let c = pred(regs, *c, l);
-                    (boolop(*op, r, c), boolop(*op, !r, c))
-                }
-                None => (r, !r),
-            };
-            regs[*dst as usize * 32 + l] = p as u64;
-            if let Some(n) = dst_not {
-                regs[*n as usize * 32 + l] = q as u64;
+        } => {
+            lanes::compare(regs, active, *cmp, *ty, *dst, *a, *b);
+            if combine.is_some() || dst_not.is_some() {
+                lanes(active, |l| {
+                    let r = regs[*dst as usize * 32 + l] == 1;
+                    let (p, q) = match combine {
+                        Some((op, c)) => {
+                            let c = pred(regs, *c, l);
+                            (boolop(*op, r, c), boolop(*op, !r, c))
+                        }
+                        None => (r, !r),
+                    };
+                    regs[*dst as usize * 32 + l] = p as u64;
+                    if let Some(n) = dst_not {
+                        regs[*n as usize * 32 + l] = q as u64;
+                    }
+                });
             }
-        }),
+        }
         Op::Selp {
             ty,
             dst,
@@ -219,12 +188,11 @@ pub fn exec(
             b,
             pred: p,
         } => {
-            let mask = ty.mask();
-            map_lanes!(regs, active, dst, |l| if pred(regs, *p, l) {
-                get(regs, *a, l)
-            } else {
-                get(regs, *b, l)
-            } & mask)
+            let (mask, neg) = (ty.mask(), p.neg as u64);
+            apply3(regs, active, *dst, *a, *b, p.src, |x, y, c| {
+                let picked = if (c & 1) ^ neg == 1 { x } else { y };
+                picked & mask
+            });
         }
         Op::Pred { op, dst, a, b } => {
             map_lanes!(regs, active, dst, |l| {
@@ -244,14 +212,9 @@ pub fn exec(
             dst,
             src,
         } => {
-            map_lanes!(regs, active, dst, |l| alu::cvt(
-                *dst_ty,
-                *src_ty,
-                *rnd,
-                *integral,
-                *sat,
-                get(regs, *src, l)
-            ))
+            apply1(regs, active, *dst, *src, |x| {
+                alu::cvt(*dst_ty, *src_ty, *rnd, *integral, *sat, x)
+            });
         }
         Op::Cvta {
             space,

@@ -289,18 +289,15 @@ fn run_warp(
         let active = match instr.guard {
             None => mask,
             Some((p, neg)) => {
-                let base = p as usize * 32;
+                let row = &warp.regs[p as usize * 32..p as usize * 32 + 32];
                 let mut on = 0u32;
-                let mut m = mask;
-                while m != 0 {
-                    let l = m.trailing_zeros() as usize;
-                    on |= ((warp.regs[base + l] & 1) as u32) << l;
-                    m &= m - 1;
+                for (l, v) in row.iter().enumerate() {
+                    on |= ((v & 1) as u32) << l;
                 }
                 if neg {
                     mask & !on
                 } else {
-                    on
+                    mask & on
                 }
             }
         };
