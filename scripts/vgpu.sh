@@ -12,7 +12,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release -q -p gradmask-vgpu --manifest-path "$root/Cargo.toml" >&2
 dir="$root/target/vgpu"
 mkdir -p "$dir"
-cp -f "$root/target/release/libgradmask_vgpu.so" "$dir/libcuda.so"
+# A new file renamed into place: a process still running the previous copy keeps its mapping.
+cp "$root/target/release/libgradmask_vgpu.so" "$dir/.libcuda.so.new"
+mv -f "$dir/.libcuda.so.new" "$dir/libcuda.so"
 ln -sf libcuda.so "$dir/libcuda.so.1"
 export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$@"

@@ -11,6 +11,20 @@ use crate::DType;
 /// Threshold key of a group that keeps nothing: above every key, NaN's included.
 pub const KEEP_NONE: u32 = u32::MAX;
 
+/// The threshold key and kept count of a group that needs no selection, or None when one must
+/// run. `target = 0` (r = 1, or an empty group, even at r = 0) keeps nothing; otherwise r = 0 keeps
+/// everything. The CPU selector, the CPU optimizer's mask-off scan and `gm_select_begin` on the GPU
+/// decide in this order.
+pub(crate) fn without_selection(len: u64, target: u64, mask_ratio: f64) -> Option<(u32, u64)> {
+    if target == 0 {
+        Some((KEEP_NONE, 0))
+    } else if mask_ratio == 0.0 {
+        Some((0, len))
+    } else {
+        None
+    }
+}
+
 /// Per-group outcome of one selection.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GroupStats {

@@ -195,3 +195,36 @@ fn gmt_with_f32_params_and_f16_grads_matches_the_reference() {
     // The outlier (3e30) is Inf in f16, which would skip the step.
     gmt_f32_params::<f16>(&[Dist::Normal, Dist::LogNormal, Dist::Ties, Dist::Denormals]);
 }
+
+/// An empty group keeps nothing (threshold key KEEP_NONE, +Inf), at r = 0 as at any other ratio:
+/// the selector and the GPU decide `target = 0` first. The mask-off scan once reported key 0 here;
+/// the CUDA tests on the stand-in driver found the disagreement.
+#[test]
+fn an_empty_group_keeps_nothing_with_the_mask_off_too() {
+    let table = TensorTable::new(&[0, 3, 5], &[0, 1, 1]).unwrap();
+    let grads: Vec<Vec<f32>> = vec![vec![], vec![0.5, -1.0, 2.0], vec![1.0; 5]];
+    for ratio in [0.0, 0.5] {
+        let mask = MaskConfig {
+            mask_ratio: ratio,
+            scope: Scope::Groups,
+            ..MaskConfig::default()
+        };
+        let mut opt = GmtAdamW::new(table.clone(), AdamWConfig::default(), mask).unwrap();
+        let mut params: Vec<Vec<f32>> = grads.iter().map(|g| vec![1.0; g.len()]).collect();
+        let mut views: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
+        let grad_views: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+        let report = opt.step(&mut views, &grad_views, 1e-3).unwrap();
+        let empty = report.groups[0];
+        assert_eq!(
+            (empty.len, empty.target, empty.kept, empty.threshold_key),
+            (0, 0, 0, gradmask::KEEP_NONE),
+            "r = {ratio}"
+        );
+        assert_eq!(empty.threshold, f32::INFINITY, "r = {ratio}");
+        assert_eq!(
+            report.groups[1].kept,
+            if ratio == 0.0 { 8 } else { 7 },
+            "r = {ratio}"
+        );
+    }
+}

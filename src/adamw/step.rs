@@ -11,6 +11,7 @@ use super::optimizer::{GmtAdamW, Precision};
 use crate::config::kept_target;
 use crate::cpu::sum_sq_and_non_finite;
 use crate::rng::{random_cut, stream};
+use crate::select::{without_selection, KEEP_NONE};
 use crate::{GradElem, GroupStats};
 
 impl GmtAdamW {
@@ -65,13 +66,25 @@ impl GmtAdamW {
         for (g, stats) in self.groups.iter_mut().enumerate() {
             let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
             let len = self.map.group_len[g];
-            let random = self.mask.mask_ratio > 0.0;
+            let target = kept_target(len, self.mask.mask_ratio);
+            // Mask off (r = 0): the selection's own answer, so that an empty group keeps nothing
+            // here too. The random mask counts its kept entries in the update.
+            let (threshold_key, kept, threshold) = if self.mask.mask_ratio > 0.0 {
+                (0, 0, f32::NAN)
+            } else {
+                let (key, kept) = without_selection(len, target, 0.0).expect("r = 0 needs none");
+                (
+                    key,
+                    kept,
+                    if key == KEEP_NONE { f32::INFINITY } else { 0.0 },
+                )
+            };
             *stats = GroupStats {
                 len,
-                target: kept_target(len, self.mask.mask_ratio),
-                kept: if random { 0 } else { len },
-                threshold_key: 0,
-                threshold: if random { f32::NAN } else { 0.0 },
+                target,
+                kept,
+                threshold_key,
+                threshold,
                 sum_sq: mine.iter().map(|&c| self.chunk_sum_sq[c]).sum(),
                 non_finite: mine.iter().map(|&c| self.chunk_non_finite[c]).sum(),
             };

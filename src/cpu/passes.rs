@@ -7,7 +7,7 @@ use super::radix::{add_counts, GroupState, Stage, PARALLEL_REFINE_MIN};
 use super::select::{ChunkCounts, CpuSelector};
 use super::shared::SharedSlice;
 use crate::config::kept_target;
-use crate::select::{GroupStats, KEEP_NONE};
+use crate::select::{without_selection, GroupStats};
 use crate::tuning::{FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
 use crate::GradElem;
 
@@ -106,11 +106,9 @@ impl CpuSelector {
                     ..GroupState::default()
                 };
                 *missed = false;
-                if target == 0 {
-                    return state.finish(KEEP_NONE, 0);
-                }
-                if mask_ratio == 0.0 {
-                    return state.finish(0, lens[g]);
+                if let Some((threshold_key, kept)) = without_selection(lens[g], target, mask_ratio)
+                {
+                    return state.finish(threshold_key, kept);
                 }
                 let mut merged = [0u64; FIRST_DIGIT_BINS];
                 if mine.iter().all(|&c| counts[c].histogram) {

@@ -1,6 +1,7 @@
 //! The CUDA backend over cudarc 0.19, in three layers (as cudarc itself is built):
 //! - [`types`]: `#[repr(C)]` mirrors of `kernels/gm_types.cuh`;
 //! - [`module`]: the embedded fatbins, raw `unsafe` launches with a written contract;
+//! - `pinned`: pinned host buffers that wait for their own copies (staging and stats);
 //! - [`select`]: [`CudaSelector`], the safe selection on the caller's stream;
 //! - [`adamw`]: [`CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
 //!
@@ -9,6 +10,7 @@
 
 pub mod adamw;
 pub mod module;
+mod pinned;
 pub mod select;
 pub mod types;
 

@@ -7,9 +7,10 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
 use super::module::{cuda, Function, Module};
+use super::pinned::Pinned;
 use super::types::{GmChunk, GmGroup, GmStep};
 use crate::config::validate_ratio;
 use crate::select::{GroupStats, Selection};
@@ -49,14 +50,14 @@ pub struct CudaSelector {
     bound_size: usize,
     addresses: Vec<u64>,
     /// Pinned staging for work-list uploads, so that an upload never blocks the host.
-    h_chunks: PinnedHostSlice<GmChunk>,
+    h_chunks: Pinned<GmChunk>,
     d_chunks: CudaSlice<GmChunk>,
     d_groups: CudaSlice<GmGroup>,
     d_hist: CudaSlice<u64>,
     d_step: CudaSlice<GmStep>,
     d_cand: CudaSlice<u32>,
-    h_groups: PinnedHostSlice<GmGroup>,
-    h_step: PinnedHostSlice<GmStep>,
+    h_groups: Pinned<GmGroup>,
+    h_step: Pinned<GmStep>,
     last_dtype: Option<DType>,
     /// The dtype of the selection whose stats `copy_stats_async` copied.
     copied_dtype: Option<DType>,
@@ -144,17 +145,11 @@ impl CudaSelector {
             )
             .map_err(cuda)?;
         let d_cand = stream.alloc_zeros::<u32>(capacity.max(1)).map_err(cuda)?;
-        // SAFETY: the pinned buffers are only read after `copy_stats_async` filled them and the
-        // stream was synchronized; until then their contents are never looked at.
-        let (h_groups, h_step, h_chunks) = unsafe {
-            (
-                ctx.alloc_pinned_with_flags::<GmGroup>(groups.len().max(1), 0)
-                    .map_err(cuda)?,
-                ctx.alloc_pinned_with_flags::<GmStep>(1, 0).map_err(cuda)?,
-                ctx.alloc_pinned_with_flags::<GmChunk>(chunks.len().max(1), 0)
-                    .map_err(cuda)?,
-            )
-        };
+        let (h_groups, h_step, h_chunks) = (
+            Pinned::new(&stream, groups.len())?,
+            Pinned::new(&stream, 1)?,
+            Pinned::new(&stream, chunks.len())?,
+        );
         Ok(CudaSelector {
             stream,
             kernels,
@@ -369,7 +364,7 @@ impl CudaSelector {
     /// enqueues its upload. Waits only for the previous upload to have left the staging buffer.
     fn upload_work_list(&mut self, elem_size: usize) -> Result<()> {
         if !self.chunks.is_empty() {
-            let staging = self.h_chunks.as_mut_slice().map_err(cuda)?;
+            let staging = self.h_chunks.write()?;
             for (slot, chunk) in staging.iter_mut().zip(&self.chunks) {
                 let tensor = chunk.tensor as usize;
                 let offset = chunk.first - self.table.offsets()[tensor];
@@ -378,9 +373,7 @@ impl CudaSelector {
                     ..*chunk
                 };
             }
-            self.stream
-                .memcpy_htod(&self.h_chunks, &mut self.d_chunks)
-                .map_err(cuda)?;
+            self.h_chunks.upload(&self.stream, &mut self.d_chunks)?;
         }
         self.bound.copy_from_slice(&self.addresses);
         self.bound_size = elem_size;
@@ -390,12 +383,8 @@ impl CudaSelector {
     /// Enqueues the copy of the per-group stats and step totals to pinned host memory.
     pub fn copy_stats_async(&mut self) -> Result<()> {
         self.copied_dtype = self.last_dtype;
-        self.stream
-            .memcpy_dtoh(&self.d_groups, &mut self.h_groups)
-            .map_err(cuda)?;
-        self.stream
-            .memcpy_dtoh(&self.d_step, &mut self.h_step)
-            .map_err(cuda)
+        self.h_groups.download(&self.stream, &self.d_groups)?;
+        self.h_step.download(&self.stream, &self.d_step)
     }
 
     /// Waits for the stream, then returns the last selection's stats as copied by
@@ -406,9 +395,8 @@ impl CudaSelector {
             value: 0.0,
             expected: "call select and copy_stats_async first",
         })?;
-        self.stream.synchronize().map_err(cuda)?;
-        let groups = self.h_groups.as_slice().map_err(cuda)?;
-        let step = self.h_step.as_slice().map_err(cuda)?[0];
+        let groups = self.h_groups.read()?;
+        let step = self.h_step.read()?[0];
         let mut selection = Selection {
             dtype,
             groups: groups[..self.map.n_groups()]

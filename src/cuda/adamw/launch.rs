@@ -10,6 +10,7 @@ use super::CudaGmtAdamW;
 use crate::adamw::config::validate_lr;
 use crate::adamw::math::{grad_multiplier, StepScalars};
 use crate::cuda::module::{cuda, Function, Module};
+use crate::cuda::pinned::Pinned;
 use crate::cuda::types::{GmAdamWArgs, GmParamTensor, KEEP_RANDOM, KEEP_THRESHOLD};
 use crate::cuda::{check_addresses, CudaSelector};
 use crate::rng::{random_cut, stream as rng_stream, ROUNDING_DOMAIN};
@@ -69,16 +70,11 @@ pub(super) fn new(
         .alloc_zeros::<GmParamTensor>(n.max(1))
         .map_err(cuda)?;
     let d_kept = stream.alloc_zeros::<u64>(n_groups.max(1)).map_err(cuda)?;
-    // SAFETY: the pinned buffers are written by a copy (or, for the staging table, by the host)
-    // before they are read; their first contents are never looked at.
-    let (h_tensors, h_kept, h_step) = unsafe {
-        (
-            ctx.alloc_pinned_with_flags(n.max(1), 0).map_err(cuda)?,
-            ctx.alloc_pinned_with_flags(n_groups.max(1), 0)
-                .map_err(cuda)?,
-            ctx.alloc_pinned_with_flags(1, 0).map_err(cuda)?,
-        )
-    };
+    let (h_tensors, h_kept, h_step) = (
+        Pinned::new(&stream, n)?,
+        Pinned::new(&stream, n_groups)?,
+        Pinned::new(&stream, 1)?,
+    );
     Ok(CudaGmtAdamW {
         stream,
         selector,
@@ -273,9 +269,8 @@ impl CudaGmtAdamW {
         };
         // SAFETY: this function's contract.
         unsafe { self.launch(kernel_index(precision, dtype), scalars, args)? };
-        self.stream
-            .memcpy_dtoh(self.selector.device_step(), &mut self.h_step)
-            .map_err(cuda)?;
+        self.h_step
+            .download(&self.stream, self.selector.device_step())?;
         self.pending = Some(precision);
         self.last_random = Some(random);
         Ok(())
@@ -335,7 +330,7 @@ impl CudaGmtAdamW {
             let m = self.d_m.device_ptr(&self.stream).0;
             let v = self.d_v.device_ptr(&self.stream).0;
             let master = self.d_master.as_ref().map(|d| d.device_ptr(&self.stream).0);
-            let staging = self.h_tensors.as_mut_slice().map_err(cuda)?;
+            let staging = self.h_tensors.write()?;
             for (t, slot) in staging.iter_mut().enumerate().take(self.table.len()) {
                 let at = self.state_offsets[t] * 4;
                 *slot = GmParamTensor {
@@ -348,9 +343,7 @@ impl CudaGmtAdamW {
                     pad: 0,
                 };
             }
-            self.stream
-                .memcpy_htod(&self.h_tensors, &mut self.d_tensors)
-                .map_err(cuda)?;
+            self.h_tensors.upload(&self.stream, &mut self.d_tensors)?;
         }
         self.bound.copy_from_slice(&self.addresses);
         self.table_dirty = false;

@@ -25,10 +25,11 @@ mod state;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::bf16;
 
 use super::module::cuda;
+use super::pinned::Pinned;
 use super::types::{GmParamTensor, GmStep};
 use super::CudaSelector;
 use crate::adamw::math::grad_multiplier;
@@ -61,7 +62,7 @@ pub struct CudaGmtAdamW {
     /// Allocated by the first bf16-master step (or a load of such a checkpoint).
     d_master: Option<CudaSlice<f32>>,
     d_tensors: CudaSlice<GmParamTensor>,
-    h_tensors: PinnedHostSlice<GmParamTensor>,
+    h_tensors: Pinned<GmParamTensor>,
     /// Parameter addresses of the step being enqueued, and those the uploaded table describes.
     addresses: Vec<u64>,
     bound: Vec<u64>,
@@ -71,9 +72,9 @@ pub struct CudaGmtAdamW {
     table_dirty: bool,
     /// Kept entries per group (random mask only).
     d_kept: CudaSlice<u64>,
-    h_kept: PinnedHostSlice<u64>,
+    h_kept: Pinned<u64>,
     /// The last step's totals, copied back asynchronously: its skip flag.
-    h_step: PinnedHostSlice<GmStep>,
+    h_step: Pinned<GmStep>,
 }
 
 impl CudaGmtAdamW {
@@ -277,15 +278,13 @@ impl CudaGmtAdamW {
         })?;
         self.selector.copy_stats_async()?;
         if random {
-            self.stream
-                .memcpy_dtoh(&self.d_kept, &mut self.h_kept)
-                .map_err(cuda)?;
+            self.h_kept.download(&self.stream, &self.d_kept)?;
         }
         let selection = self.selector.stats()?; // synchronizes the stream
         self.resolve()?;
         let mut groups = selection.groups;
         if random {
-            let kept = self.h_kept.as_slice().map_err(cuda)?;
+            let kept = self.h_kept.read()?;
             for (stats, &kept) in groups.iter_mut().zip(kept) {
                 stats.target = kept_target(stats.len, self.mask.mask_ratio);
                 stats.kept = kept;
@@ -305,7 +304,7 @@ impl CudaGmtAdamW {
     /// was taken. Waits for that step's copy (and so its kernels) only.
     fn resolve(&mut self) -> Result<()> {
         if let Some(precision) = self.pending {
-            let skipped = self.h_step.as_slice().map_err(cuda)?[0].non_finite > 0;
+            let skipped = self.h_step.read()?[0].non_finite > 0;
             if !skipped {
                 self.step += 1;
                 self.precision = Some(precision);

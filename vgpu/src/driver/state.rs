@@ -66,6 +66,40 @@ pub enum Work {
     },
 }
 
+impl Work {
+    /// One line for `GRADMASK_VGPU_TRACE`.
+    pub fn describe(&self) -> String {
+        match self {
+            Work::Launch {
+                module,
+                kernel,
+                grid,
+                ..
+            } => {
+                format!("launch {} grid {grid:?}", module.kernels[*kernel].name)
+            }
+            Work::HtoDBytes { dst, bytes } => {
+                format!("copy {} bytes host -> {dst:#x}", bytes.len())
+            }
+            Work::HtoDPinned { dst, src, len } => {
+                format!("copy {len} bytes pinned {src:#x} -> {dst:#x}")
+            }
+            Work::DtoH { dst, src, len } => format!("copy {len} bytes {src:#x} -> host {dst:#x}"),
+            Work::DtoD { dst, src, len } => format!("copy {len} bytes {src:#x} -> {dst:#x}"),
+            Work::Memset {
+                dst,
+                value,
+                elem,
+                count,
+            } => format!("memset {count} x {elem} bytes of {value:#x} at {dst:#x}"),
+            Work::Free { ptr } => format!("free {ptr:#x}"),
+            Work::Record { event } => format!("record event {event:#x}"),
+            Work::Wait { stream, upto } => format!("wait for stream {stream:#x} item {upto}"),
+            Work::HostFn { .. } => "host function".into(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Stream {
     pub queue: VecDeque<Work>,
@@ -99,6 +133,8 @@ pub struct Device {
     pub epoch: u32,
     pub traffic_log: Option<std::fs::File>,
     pub primary_retains: u32,
+    /// `GRADMASK_VGPU_TRACE=1`: print every queued and executed work item.
+    pub trace: bool,
 }
 
 impl Device {
@@ -144,6 +180,7 @@ impl Device {
             epoch: 0,
             traffic_log,
             primary_retains: 0,
+            trace: std::env::var("GRADMASK_VGPU_TRACE").is_ok_and(|v| v == "1"),
         }
     }
 
@@ -162,6 +199,12 @@ impl Device {
 
     /// Queues work on `stream` (eager mode runs it at once).
     pub fn enqueue(&mut self, stream: u64, work: Work) -> Result<(), Code> {
+        if self.trace {
+            eprintln!(
+                "gradmask-vgpu trace: stream {stream:#x} queues {}",
+                work.describe()
+            );
+        }
         let s = self.streams.get_mut(&stream).ok_or(Code::InvalidHandle)?;
         s.queue.push_back(work);
         s.enqueued += 1;
@@ -217,6 +260,12 @@ impl Device {
     }
 
     fn run_work(&mut self, stream: u64, work: Work) -> Result<(), Code> {
+        if self.trace {
+            eprintln!(
+                "gradmask-vgpu trace: stream {stream:#x} runs {}",
+                work.describe()
+            );
+        }
         match work {
             Work::Launch {
                 module,
