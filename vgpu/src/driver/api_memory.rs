@@ -343,7 +343,7 @@ fn memset(
     if count == 0 {
         return Ok(());
     }
-    if dst % elem as u64 != 0 {
+    if !dst.is_multiple_of(elem as u64) {
         return Err(Code::InvalidValue);
     }
     check_range(dev, dst, count as u64 * elem as u64)?;

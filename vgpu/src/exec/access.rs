@@ -79,7 +79,7 @@ fn resolve(
         Space::Generic => Space::Global,
         s => s,
     };
-    if a % width != 0 {
+    if !a.is_multiple_of(width) {
         return Err(fail(
             l,
             FaultKind::Misaligned,
@@ -323,6 +323,7 @@ fn run(
                     b,
                     c,
                     release,
+                    ftz,
                 } => {
                     let width = ty.bytes() as usize;
                     let a = address(&warp.regs, *addr, l);
@@ -342,7 +343,7 @@ fn run(
                                 )));
                             }
                             let old = read_le(&alloc.data[off..off + width]);
-                            let new = atomic(*op, *ty, old, operand, compare);
+                            let new = atomic(*op, *ty, old, operand, compare, *ftz);
                             alloc.data[off..off + width]
                                 .copy_from_slice(&new.to_le_bytes()[..width]);
                             if alloc.tags.is_empty() {
@@ -365,7 +366,7 @@ fn run(
                             }
                             shared_race(shared, off, width, tid, ctx.epoch, Access::Atomic, l)?;
                             let old = read_le(&shared.data[off..off + width]);
-                            let new = atomic(*op, *ty, old, operand, compare);
+                            let new = atomic(*op, *ty, old, operand, compare, false);
                             shared.data[off..off + width]
                                 .copy_from_slice(&new.to_le_bytes()[..width]);
                             old
@@ -433,10 +434,23 @@ fn read_le(bytes: &[u8]) -> u64 {
 }
 
 /// The new value of an atomic read-modify-write.
-fn atomic(op: AtomOp, ty: Ty, old: u64, b: u64, c: Option<u64>) -> u64 {
+fn atomic(op: AtomOp, ty: Ty, old: u64, b: u64, c: Option<u64>, ftz: bool) -> u64 {
     let mask = ty.mask();
+    // A subnormal f32 becomes the zero of its sign.
+    let flush = |x: u64| {
+        if ftz && x & 0x7f80_0000 == 0 {
+            x & 0x8000_0000
+        } else {
+            x
+        }
+    };
     let r = match op {
-        AtomOp::Add if ty == Ty::F32 => alu::float(crate::ptx::ir::FloatOp::Add, ty, old, b),
+        AtomOp::Add if ty == Ty::F32 => flush(alu::float(
+            crate::ptx::ir::FloatOp::Add,
+            ty,
+            flush(old),
+            flush(b),
+        )),
         AtomOp::Add if ty == Ty::F64 => alu::float(crate::ptx::ir::FloatOp::Add, ty, old, b),
         AtomOp::Add => old.wrapping_add(b),
         AtomOp::Min => alu::int(crate::ptx::ir::IntOp::Min, ty, old, b),

@@ -405,7 +405,14 @@ pub fn cvt(dst: Ty, src: Ty, rnd: Rnd, integral: bool, sat: bool, v: u64) -> u64
         (true, true) => {
             let x = value_f64(v);
             let x = if integral { round_integral(x, rnd) } else { x };
-            let x = if sat { x.clamp(0.0, 1.0) } else { x };
+            // .sat clamps to [0, 1], and a NaN becomes +0.
+            let x = if sat && x.is_nan() {
+                0.0
+            } else if sat {
+                x.clamp(0.0, 1.0)
+            } else {
+                x
+            };
             match dst {
                 Ty::F32 => from_f32(if src == Ty::F32 && !integral && !sat {
                     f32_of(v)

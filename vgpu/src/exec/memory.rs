@@ -50,7 +50,7 @@ impl Alloc {
         let mut i = off;
         let end = off + len;
         while i < end {
-            if i % 64 == 0 && end - i >= 64 {
+            if i.is_multiple_of(64) && end - i >= 64 {
                 self.init[i / 64] = u64::MAX;
                 i += 64;
             } else {

@@ -412,8 +412,10 @@ fn exit_lanes(
     Ok(())
 }
 
-/// `shfl.sync` / `vote.sync` / `bar.warp.sync`: runs once every lane of the member mask has
-/// arrived at this instruction; until then the arrived lanes wait.
+/// `shfl.sync` / `vote.sync` / `bar.warp.sync`: each lane waits for the lanes of its own member
+/// mask. Lanes giving the same mask run together once every lane of that mask has arrived at this
+/// instruction; until then the arrived lanes wait. Disjoint masks (two half-warps, say) run
+/// separately.
 #[allow(clippy::too_many_arguments)]
 fn warp_sync(
     launch: &mut Launch,
@@ -426,51 +428,53 @@ fn warp_sync(
     active: u32,
     member: Src,
 ) -> Result<(), Fault> {
-    let pc32 = pc as u32;
     warp.groups.remove(gi);
-    add_group(&mut warp.groups, pc32 + 1, mask & !active);
-    if active == 0 {
-        return Ok(());
-    }
-    let first = active.trailing_zeros();
-    let member_of = |l: u32| match member {
+    add_group(&mut warp.groups, pc as u32 + 1, mask & !active);
+    let member_of = |warp: &Warp, l: u32| match member {
         Src::Imm(v) => v as u32,
         Src::Reg(r) => warp.regs[r as usize * 32 + l as usize] as u32,
     };
-    let m = member_of(first);
-    let mut lanes = active;
-    while lanes != 0 {
-        let l = lanes.trailing_zeros();
-        if member_of(l) != m {
-            return Err(sync_fault(launch, ctx, warp, l, pc, format!(
-                "lanes give different member masks ({:#010x} in lane {first}, {:#010x} in lane {l})", m, member_of(l)
-            )));
+    let mut rest = active;
+    while rest != 0 {
+        let m = member_of(warp, rest.trailing_zeros());
+        let mut same = 0u32;
+        let mut lanes = rest;
+        while lanes != 0 {
+            let l = lanes.trailing_zeros();
+            if member_of(warp, l) == m {
+                same |= 1 << l;
+            }
+            lanes &= lanes - 1;
         }
-        lanes &= lanes - 1;
+        rest &= !same;
+        sync_group(launch, ctx, shared, warp, pc, m, same)?;
     }
-    if active & !m != 0 {
-        let l = (active & !m).trailing_zeros();
-        return Err(sync_fault(
-            launch,
-            ctx,
-            warp,
-            l,
-            pc,
-            format!("lane {l} executes with member mask {m:#010x}, which excludes it"),
-        ));
+    Ok(())
+}
+
+/// The lanes `arriving` (all giving member mask `m`) at warp-synchronous instruction `pc`.
+fn sync_group(
+    launch: &mut Launch,
+    ctx: &mut BlockCtx,
+    shared: &mut Shared,
+    warp: &mut Warp,
+    pc: usize,
+    m: u32,
+    arriving: u32,
+) -> Result<(), Fault> {
+    let pc32 = pc as u32;
+    let first = arriving.trailing_zeros();
+    if arriving & !m != 0 {
+        let l = (arriving & !m).trailing_zeros();
+        let what = format!("lane {l} executes with member mask {m:#010x}, which excludes it");
+        return Err(sync_fault(launch, ctx, warp, l, pc, what));
     }
     let gone = m & (!warp.exists | warp.exited);
     if gone != 0 {
-        return Err(sync_fault(
-            launch,
-            ctx,
-            warp,
-            first,
-            pc,
-            format!(
-                "member mask {m:#010x} names lane(s) {gone:#010x} that have exited or do not exist"
-            ),
-        ));
+        let what = format!(
+            "member mask {m:#010x} names lane(s) {gone:#010x} that have exited or do not exist"
+        );
+        return Err(sync_fault(launch, ctx, warp, first, pc, what));
     }
     // Lanes already waiting here with the same mask join this execution.
     let mut waiting = 0u32;
@@ -482,10 +486,10 @@ fn warp_sync(
         }
         w &= w - 1;
     }
-    let arrived = active | waiting;
+    let arrived = arriving | waiting;
     if m & !arrived != 0 {
-        warp.at_sync |= active;
-        let mut a = active;
+        warp.at_sync |= arriving;
+        let mut a = arriving;
         while a != 0 {
             let l = a.trailing_zeros() as usize;
             warp.sync_pc[l] = pc32;

@@ -365,6 +365,9 @@ pub enum Op {
         b: Src,
         c: Option<Src>,
         release: bool,
+        /// `add.f32` without `.noftz`: subnormal inputs and results flush to signed zero in
+        /// global memory.
+        ftz: bool,
     },
     /// `membar.gl`, `membar.sys`, `fence.sc/acq_rel.gpu|sys`: publishes the thread's (and, by
     /// cumulativity, its block's) global stores.

@@ -686,6 +686,7 @@ fn binary(oc: &Opcode, o: &Ops, opcode: &str) -> Result<Op, String> {
     }
     if oc.base == "mul" && oc.has("wide") {
         oc.only(&["wide"])?;
+        widen(ty)?; // 16- and 32-bit sources only: PTX has no 128-bit product
         return Ok(Op::MulWide {
             ty,
             dst: o.dst(0)?,
@@ -814,16 +815,18 @@ fn cvt(oc: &Opcode, o: &Ops, opcode: &str) -> Result<Op, String> {
     let int_to_float = !src_ty.float() && dst_ty.float();
     // PTX requires a rounding mode exactly where the conversion can be inexact.
     let needs = float_to_int || narrowing_float || int_to_float;
+    let same_float = src_ty.float() && src_ty == dst_ty;
     let ok = match rnd {
-        Rnd::None => !needs && !(src_ty.float() && dst_ty.float() && src_ty == dst_ty),
-        _ if float_to_int => integral,
-        _ if src_ty.float() && dst_ty.float() && src_ty == dst_ty => integral,
-        _ => !integral && needs,
+        Rnd::None => !needs && !same_float,
+        _ if float_to_int || same_float => integral,
+        // An inexact float result: only round-to-nearest-even is modelled.
+        Rnd::Rn => !integral && needs,
+        _ => false,
     };
-    if !ok || (oc.has("sat") && !float_to_int && !dst_ty.float()) {
-        return Err(unsupported(opcode));
-    }
-    if matches!(dst_ty, Ty::Bf16) || (matches!(src_ty, Ty::Bf16) && !dst_ty.float()) {
+    let sat_ok = !oc.has("sat") || float_to_int || dst_ty.float();
+    // Half-precision results are not modelled (the kernels only widen f16/bf16).
+    let half_dst = matches!(dst_ty, Ty::F16 | Ty::Bf16);
+    if !ok || !sat_ok || half_dst || (src_ty == Ty::Bf16 && !dst_ty.float()) {
         return Err(unsupported(opcode));
     }
     Ok(Op::Cvt {
@@ -899,5 +902,6 @@ fn atom(oc: &Opcode, o: &Ops, opcode: &str) -> Result<Op, String> {
             None
         },
         release,
+        ftz: op == AtomOp::Add && ty == Ty::F32 && !oc.has("noftz"),
     })
 }

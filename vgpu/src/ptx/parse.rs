@@ -312,7 +312,7 @@ fn entry(
     c.punct('{')?;
     let mut depth = 1;
     let mut used_mask = None;
-    let mut unsupported: Vec<String> = Vec::new();
+    let mut unsupported: Vec<ParseError> = Vec::new();
     while depth > 0 {
         let line = c.line();
         let Some(t) = c.next() else {
@@ -387,8 +387,8 @@ fn entry(
                 match instruction(c, &mut body, used_mask.take(), opcodes) {
                     Ok(()) => {}
                     Err(e) if e.reason.starts_with("unsupported instruction") => {
-                        if !unsupported.contains(&e.token) {
-                            unsupported.push(e.token.clone());
+                        if !unsupported.iter().any(|u: &ParseError| u.token == e.token) {
+                            unsupported.push(e);
                         }
                         c.pos = start;
                         c.skip_to_semicolon();
@@ -402,13 +402,21 @@ fn entry(
             }
         }
     }
-    if !unsupported.is_empty() {
+    if let Some(first) = unsupported.first() {
+        let each: Vec<String> = unsupported
+            .iter()
+            .map(|u| format!("{} (line {}: {})", u.token, u.line, u.reason))
+            .collect();
         return Err(ParseError {
-            line: c.line(),
-            token: unsupported.join(" "),
+            line: first.line,
+            token: unsupported
+                .iter()
+                .map(|u| u.token.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             reason: format!(
                 "unsupported instruction(s) in kernel {name}: {}",
-                unsupported.join(", ")
+                each.join("; ")
             ),
         });
     }
