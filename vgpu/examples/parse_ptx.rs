@@ -12,10 +12,11 @@ fn main() {
                 Ok(m) => {
                     for k in &m.kernels {
                         println!(
-                            "{path}: {} instrs={} regs={} shared={} params={}",
+                            "{path}: {} instrs={} regs={} (declared {}) shared={} params={}",
                             k.name,
                             k.instrs.len(),
-                            k.reg_bits.len(),
+                            k.n_regs,
+                            k.declared_regs,
                             k.shared_bytes,
                             k.param_bytes
                         );

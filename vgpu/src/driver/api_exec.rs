@@ -294,15 +294,26 @@ pub unsafe extern "C" fn cuModuleLoadData(
             remember(code, &format!("cuModuleLoadData: {why}"));
             code
         })?;
-        let parsed = ptx::parse(&ptx_text).map_err(|e| {
-            remember(
-                Code::InvalidPtx,
-                &format!("cuModuleLoadData: cannot run this PTX: {e}"),
-            );
-            Code::InvalidPtx
-        })?;
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            ptx_text.hash(&mut h);
+            h.finish()
+        };
+        let parsed = match dev.parsed.get(&key) {
+            Some(m) => m.clone(),
+            None => {
+                let m = Arc::new(ptx::parse(&ptx_text).map_err(|e| {
+                    let why = format!("cuModuleLoadData: cannot run this PTX: {e}");
+                    remember(Code::InvalidPtx, &why);
+                    Code::InvalidPtx
+                })?);
+                dev.parsed.insert(key, m.clone());
+                m
+            }
+        };
         let id = dev.handle();
-        dev.modules.insert(id, Arc::new(parsed));
+        dev.modules.insert(id, parsed);
         // SAFETY: checked non-null.
         unsafe { *module = id as *mut c_void };
         Ok(())
@@ -389,7 +400,7 @@ pub unsafe extern "C" fn cuFuncGetAttribute(
                 .max_ntid
                 .map_or(1024, |d| d.iter().product::<u32>() as c_int), // MAX_THREADS_PER_BLOCK
             1 => kernel.shared_bytes as c_int, // SHARED_SIZE_BYTES
-            4 => kernel.reg_bits.len().min(255) as c_int, // NUM_REGS
+            4 => kernel.n_regs.min(255) as c_int, // NUM_REGS
             5 => 90,                           // PTX_VERSION
             6 => 90,                           // BINARY_VERSION
             _ => 0,

@@ -117,6 +117,9 @@ pub struct Event {
 pub struct Device {
     pub mem: Memory,
     pub modules: HashMap<u64, Arc<Module>>,
+    /// Parsed modules by a hash of their PTX text: a process that loads the same fatbin many
+    /// times (one selector per test case) parses it once.
+    pub parsed: HashMap<u64, Arc<Module>>,
     /// Function handle to (module handle, kernel index).
     pub functions: HashMap<u64, (u64, usize)>,
     pub streams: HashMap<u64, Stream>,
@@ -167,6 +170,7 @@ impl Device {
         Device {
             mem: Memory::default(),
             modules: HashMap::new(),
+            parsed: HashMap::new(),
             functions: HashMap::new(),
             streams,
             events: HashMap::new(),

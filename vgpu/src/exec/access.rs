@@ -200,6 +200,7 @@ fn run(
                     dsts,
                     addr,
                     used_mask,
+                    reg_bits,
                     ..
                 } => {
                     let size = ty.bytes() as usize;
@@ -209,7 +210,7 @@ fn run(
                     match resolve(launch, *space, a, width as u64, l, &mut cache)? {
                         Target::Global { slot, off } => {
                             let alloc = launch.mem.slot(slot);
-                            if !alloc.is_init(off, width, *used_mask) {
+                            if !alloc.init.is_init(off, width, *used_mask) {
                                 return Err(fail(l, FaultKind::Initcheck, format!(
                                     "{width}-byte global load at {a:#x} reads bytes never written (allocation at {:#x})",
                                     alloc.base
@@ -242,7 +243,7 @@ fn run(
                             global_bytes += width as u64;
                         }
                         Target::Shared(off) => {
-                            if !shared.is_init(off, width, *used_mask) {
+                            if !shared.init.is_init(off, width, *used_mask) {
                                 return Err(fail(l, FaultKind::Initcheck, format!(
                                     "{width}-byte shared load at offset {off} reads bytes never written in this block"
                                 )));
@@ -259,7 +260,7 @@ fn run(
                         let mut raw = [0u8; 8];
                         raw[..size].copy_from_slice(&buf[i * size..(i + 1) * size]);
                         let mut v = u64::from_le_bytes(raw);
-                        let reg_bits = kernel.reg_bits[*d as usize] as u32;
+                        let reg_bits = *reg_bits as u32;
                         if ty.signed() {
                             v = alu::sext(v, ty.bits()) as u64;
                         }
@@ -288,7 +289,7 @@ fn run(
                             let tag = make_tag(ctx.linear, launch.fences[ctx.linear as usize]);
                             let alloc = launch.mem.slot_mut(slot);
                             alloc.data[off..off + width].copy_from_slice(&buf[..width]);
-                            alloc.mark_init(off, width);
+                            alloc.init.mark(off, width);
                             if alloc.tags.is_empty() {
                                 alloc.tags = vec![0; alloc.data.len().div_ceil(2)];
                                 launch.any_tags = true;
@@ -303,7 +304,7 @@ fn run(
                         Target::Shared(off) => {
                             shared_race(shared, off, width, tid, ctx.epoch, Access::Write, l)?;
                             shared.data[off..off + width].copy_from_slice(&buf[..width]);
-                            shared.mark_init(off, width);
+                            shared.init.mark(off, width);
                         }
                         Target::Param(_) => {
                             return Err(fail(
@@ -336,7 +337,7 @@ fn run(
                         Target::Global { slot, off } => {
                             let tag = make_tag(ctx.linear, launch.fences[ctx.linear as usize]);
                             let alloc = launch.mem.slot_mut(slot);
-                            if !alloc.is_init(off, width, u32::MAX) {
+                            if !alloc.init.is_init(off, width, u32::MAX) {
                                 return Err(fail(l, FaultKind::Initcheck, format!(
                                     "atomic at {a:#x} reads bytes never written (allocation at {:#x})",
                                     alloc.base
@@ -359,7 +360,7 @@ fn run(
                             old
                         }
                         Target::Shared(off) => {
-                            if !shared.is_init(off, width, u32::MAX) {
+                            if !shared.init.is_init(off, width, u32::MAX) {
                                 return Err(fail(l, FaultKind::Initcheck, format!(
                                     "shared atomic at offset {off} reads bytes never written in this block"
                                 )));

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use super::initbits::InitBits;
+
 /// Where device allocations start (a UVA-like address, never 0).
 pub const DEVICE_BASE: u64 = 0x7f40_0000_0000;
 /// Alignment of every allocation (cudaMalloc gives at least 256).
@@ -33,32 +35,10 @@ pub fn tag_fences(tag: Tag) -> u32 {
 pub struct Alloc {
     pub base: u64,
     pub data: Vec<u8>,
-    /// One bit per byte: written since allocation (by a copy, a memset or a kernel).
-    pub init: Vec<u64>,
+    /// Which bytes were written since allocation.
+    pub init: InitBits,
     /// One tag per 2-byte granule, only during a launch that stored to this allocation.
     pub tags: Vec<Tag>,
-}
-
-impl Alloc {
-    pub fn is_init(&self, off: usize, len: usize, used_mask: u32) -> bool {
-        (0..len).all(|i| {
-            (used_mask >> i.min(31)) & 1 == 0
-                || self.init[(off + i) / 64] >> ((off + i) % 64) & 1 == 1
-        })
-    }
-    pub fn mark_init(&mut self, off: usize, len: usize) {
-        let mut i = off;
-        let end = off + len;
-        while i < end {
-            if i.is_multiple_of(64) && end - i >= 64 {
-                self.init[i / 64] = u64::MAX;
-                i += 64;
-            } else {
-                self.init[i / 64] |= 1 << (i % 64);
-                i += 1;
-            }
-        }
-    }
 }
 
 /// Why an access or a free was refused.
@@ -108,7 +88,7 @@ impl Memory {
         self.slots.push(Some(Alloc {
             base,
             data: vec![0u8; size],
-            init: vec![0u64; size.div_ceil(64)],
+            init: InitBits::new(size),
             tags: Vec::new(),
         }));
         self.by_base.insert(base, self.slots.len() - 1);
@@ -208,7 +188,7 @@ impl Memory {
         let (slot, off) = self.locate(addr, bytes.len() as u64)?;
         let a = self.slot_mut(slot);
         a.data[off..off + bytes.len()].copy_from_slice(bytes);
-        a.mark_init(off, bytes.len());
+        a.init.mark(off, bytes.len());
         Ok(())
     }
 
@@ -228,7 +208,7 @@ impl Memory {
         let (slot, off) = self.locate(addr, len)?;
         let a = self.slot_mut(slot);
         a.data[off..off + len as usize].fill(value);
-        a.mark_init(off, len as usize);
+        a.init.mark(off, len as usize);
         Ok(())
     }
 
@@ -242,13 +222,13 @@ impl Memory {
         let len = len as usize;
         let bytes = self.slot(s_slot).data[s_off..s_off + len].to_vec();
         let init: Vec<bool> = (0..len)
-            .map(|i| self.slot(s_slot).is_init(s_off + i, 1, 1))
+            .map(|i| self.slot(s_slot).init.get(s_off + i))
             .collect();
         let d = self.slot_mut(d_slot);
         d.data[d_off..d_off + len].copy_from_slice(&bytes);
         for (i, ok) in init.into_iter().enumerate() {
             if ok {
-                d.mark_init(d_off + i, 1);
+                d.init.mark(d_off + i, 1);
             }
         }
         Ok(())

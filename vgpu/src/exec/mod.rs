@@ -13,6 +13,7 @@
 
 mod access;
 pub mod alu;
+mod initbits;
 mod lanes;
 pub mod memory;
 pub mod shared;

@@ -2,6 +2,8 @@
 //! starts) and the racecheck shadow (per byte: who wrote, read and atomically updated it in the
 //! current barrier interval).
 
+use super::initbits::InitBits;
+
 /// Racecheck state of one byte. Thread ids are stored plus one; 0 is nobody, `MANY` several.
 #[derive(Clone, Copy, Default)]
 struct RaceCell {
@@ -28,7 +30,7 @@ pub struct Race {
 
 pub struct Shared {
     pub data: Vec<u8>,
-    init: Vec<u64>,
+    pub init: InitBits,
     race: Vec<RaceCell>,
 }
 
@@ -48,7 +50,7 @@ impl Shared {
     pub fn new(bytes: usize) -> Self {
         Shared {
             data: vec![0; bytes],
-            init: vec![0; bytes.div_ceil(64)],
+            init: InitBits::new(bytes),
             race: vec![RaceCell::default(); bytes],
         }
     }
@@ -58,20 +60,7 @@ impl Shared {
         if self.data.len() != bytes {
             *self = Shared::new(bytes);
         } else {
-            self.init.fill(0);
-        }
-    }
-
-    pub fn is_init(&self, off: usize, len: usize, used_mask: u32) -> bool {
-        (0..len).all(|i| {
-            (used_mask >> i.min(31)) & 1 == 0
-                || self.init[(off + i) / 64] >> ((off + i) % 64) & 1 == 1
-        })
-    }
-
-    pub fn mark_init(&mut self, off: usize, len: usize) {
-        for i in off..off + len {
-            self.init[i / 64] |= 1 << (i % 64);
+            self.init.clear();
         }
     }
 

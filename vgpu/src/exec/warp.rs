@@ -83,7 +83,7 @@ impl Block {
         let [gx, gy, _] = launch.grid;
         let ctaid = [linear % gx, (linear / gx) % gy, linear / (gx * gy)];
         let n_threads = launch.block.iter().product::<u32>();
-        let n_regs = launch.kernel.reg_bits.len();
+        let n_regs = launch.kernel.n_regs;
         shared.reset(launch.shared_bytes as usize);
         *launch.epoch = launch.epoch.wrapping_add(1);
         let warps = (0..n_threads.div_ceil(32))

@@ -348,6 +348,8 @@ pub enum Op {
         addr: Addr,
         non_coherent: bool,
         used_mask: u32,
+        /// Declared bits of the destination registers (a narrower load extends to them).
+        reg_bits: u8,
     },
     St {
         space: Space,
@@ -426,8 +428,10 @@ pub struct Kernel {
     /// Static shared memory of the kernel (module-level variables included).
     pub shared_bytes: u32,
     pub instrs: Vec<Instr>,
-    /// Bits of each register (1 for predicates).
-    pub reg_bits: Vec<u8>,
+    /// Register slots after packing (`regalloc`): a warp's file holds `n_regs * 32` values.
+    pub n_regs: usize,
+    /// Virtual registers as declared in the PTX.
+    pub declared_regs: usize,
     /// The source text of each instruction, for error messages.
     pub text: Vec<String>,
     pub max_ntid: Option<[u32; 3]>,

@@ -498,6 +498,7 @@ pub fn lower(
                 addr: o.addr(1)?,
                 non_coherent: oc.has("nc"),
                 used_mask: used_mask.unwrap_or(u32::MAX) & mask_of(width),
+                reg_bits: 64, // set from the declarations once the body is read
             }
         }
         "st" => {

@@ -5,6 +5,7 @@ pub mod ir;
 mod lex;
 mod lower;
 mod parse;
+pub mod regalloc;
 
 pub use parse::parse;
 

@@ -435,13 +435,24 @@ fn entry(
             *t = target;
         }
     }
+    let mut instrs = body.instrs;
+    for ins in &mut instrs {
+        if let super::ir::Op::Ld { dsts, reg_bits, .. } = &mut ins.op {
+            if let Some(Some(d)) = dsts.first() {
+                *reg_bits = body.reg_bits[*d as usize];
+            }
+        }
+    }
+    let declared_regs = body.reg_bits.len();
+    let n_regs = super::regalloc::compact(&mut instrs, declared_regs);
     Ok(Kernel {
         name,
         params,
         param_bytes,
         shared_bytes,
-        instrs: body.instrs,
-        reg_bits: body.reg_bits,
+        instrs,
+        n_regs,
+        declared_regs,
         text: body.text,
         max_ntid,
     })
