@@ -116,19 +116,26 @@ fn gencode_flags() -> Vec<String> {
 }
 
 /// Compiles one .cu into OUT_DIR/<name>.fatbin and keeps ptxas's report in OUT_DIR/<name>.ptxas.txt.
+/// nvcc's flags besides the targets. Also written to OUT_DIR/nvcc.txt (nvcc's path, then these),
+/// so that tests can compile kernel variants exactly as the build does.
+const NVCC_FLAGS: [&str; 7] = [
+    "--fatbin",
+    "-O3",
+    "-std=c++17",
+    "-Xptxas",
+    "-v",
+    "--expt-relaxed-constexpr",
+    "-Ikernels",
+];
+
 fn compile(nvcc: &Path, source: &Path, out_dir: &Path) -> (String, PathBuf) {
     let name = source.file_stem().unwrap().to_string_lossy().into_owned();
     let fatbin = out_dir.join(format!("{name}.fatbin"));
+    let mut recipe = vec![nvcc.display().to_string()];
+    recipe.extend(NVCC_FLAGS.iter().map(|f| f.to_string()));
+    fs::write(out_dir.join("nvcc.txt"), recipe.join("\n")).unwrap();
     let output = Command::new(nvcc)
-        .args([
-            "--fatbin",
-            "-O3",
-            "-std=c++17",
-            "-Xptxas",
-            "-v",
-            "--expt-relaxed-constexpr",
-            "-Ikernels",
-        ])
+        .args(NVCC_FLAGS)
         .args(gencode_flags())
         .arg("-o")
         .arg(&fatbin)
