@@ -1,4 +1,5 @@
-//! Shared by `tests/adamw_cuda.rs`: one step on both engines for every precision combination, the
+//! Shared by the CUDA tests: the device (or why it is missing), uploads, and for
+//! `tests/adamw_cuda.rs` one step on both engines for every precision combination, the
 //! device state as bits, and report comparisons.
 
 use std::sync::Arc;
@@ -22,6 +23,24 @@ pub fn gpu(test: &str) -> Option<Arc<CudaStream>> {
             eprintln!("skipping {test}: {e}");
             None
         }
+    }
+}
+
+/// Whether `stream` is on the stand-in driver (`vgpu/`), which interprets the PTX on the CPU,
+/// thousands of times slower than a GPU runs it: the largest cases shrink there, and say so.
+pub fn emulated(stream: &Arc<CudaStream>) -> bool {
+    stream
+        .context()
+        .name()
+        .is_ok_and(|n| n.starts_with("gradmask-vgpu"))
+}
+
+/// `full` on a GPU, `emulated` on the stand-in driver.
+pub fn sized<T>(stream: &Arc<CudaStream>, full: T, small: T) -> T {
+    if emulated(stream) {
+        small
+    } else {
+        full
     }
 }
 
