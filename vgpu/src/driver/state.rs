@@ -358,9 +358,11 @@ impl Device {
         if let Some(log) = &mut self.traffic_log {
             let _ = writeln!(
                 log,
-                "{{\"kernel\":\"{name}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"bytes_read\":{},\"bytes_written\":{},\"sectors_read\":{},\"sectors_written\":{},\"warp_instructions\":{},\"thread_instructions\":{}}}",
+                "{{\"kernel\":\"{name}\",\"grid\":[{},{},{}],\"block\":[{},{},{}],\"bytes_read\":{},\"bytes_written\":{},\"sectors_read\":{},\"sectors_written\":{},\"unique_sectors_read\":{},\"unique_sectors_written\":{},\"warp_instructions\":{},\"thread_instructions\":{},\"per_allocation\":[{}]}}",
                 grid[0], grid[1], grid[2], block[0], block[1], block[2], t.bytes_read, t.bytes_written,
-                t.sectors_read, t.sectors_written, t.warp_instructions, t.thread_instructions
+                t.sectors_read, t.sectors_written, t.unique_sectors_read, t.unique_sectors_written,
+                t.warp_instructions, t.thread_instructions,
+                t.per_allocation.iter().map(|(b, r, w)| format!("[{b},{r},{w}]")).collect::<Vec<_>>().join(",")
             );
         }
     }

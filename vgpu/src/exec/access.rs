@@ -216,28 +216,21 @@ fn run(
                                     alloc.base
                                 )));
                             }
-                            if !alloc.tags.is_empty() {
-                                for g in off / 2..(off + width).div_ceil(2) {
-                                    // Bytes the instruction loads but does not use (a `used_bytes_mask`
-                                    // pragma) may race harmlessly.
-                                    let first = (g * 2).saturating_sub(off);
-                                    if (*used_mask >> first.min(31)) & 3 == 0 {
-                                        continue;
-                                    }
-                                    let t = alloc.tags[g];
-                                    if let Some(b) = tag_block(t) {
-                                        if b != ctx.linear
-                                            && tag_fences(t) == launch.fences[b as usize] & 0xfff
-                                        {
-                                            return Err(fail(l, FaultKind::Racecheck, format!(
-                                                "global load at {a:#x} reads a store of block {b} made after that block's last fence \
-                                                 (a missing __threadfence before its signal?)"
-                                            )));
-                                        }
-                                    }
+                            // Bytes the instruction loads but does not use (a `used_bytes_mask`
+                            // pragma) may race harmlessly: `tags` skips them.
+                            for t in alloc.tags(off, width, *used_mask) {
+                                let b = tag_block(t).unwrap_or(0);
+                                if b != ctx.linear
+                                    && tag_fences(t) == launch.fences[b as usize] & 0xfff
+                                {
+                                    return Err(fail(l, FaultKind::Racecheck, format!(
+                                        "global load at {a:#x} reads a store of block {b} made after that block's last fence \
+                                         (a missing __threadfence before its signal?)"
+                                    )));
                                 }
                             }
                             buf[..width].copy_from_slice(&alloc.data[off..off + width]);
+                            launch.mem.slot_mut(slot).note_read(off, width);
                             spans[n_spans] = (a, width as u64);
                             n_spans += 1;
                             global_bytes += width as u64;
@@ -290,13 +283,7 @@ fn run(
                             let alloc = launch.mem.slot_mut(slot);
                             alloc.data[off..off + width].copy_from_slice(&buf[..width]);
                             alloc.init.mark(off, width);
-                            if alloc.tags.is_empty() {
-                                alloc.tags = vec![0; alloc.data.len().div_ceil(2)];
-                                launch.any_tags = true;
-                            }
-                            for g in off / 2..(off + width).div_ceil(2) {
-                                alloc.tags[g] = tag;
-                            }
+                            alloc.note_write(off, width, tag);
                             spans[n_spans] = (a, width as u64);
                             n_spans += 1;
                             global_bytes += width as u64;
@@ -347,13 +334,8 @@ fn run(
                             let new = atomic(*op, *ty, old, operand, compare, *ftz);
                             alloc.data[off..off + width]
                                 .copy_from_slice(&new.to_le_bytes()[..width]);
-                            if alloc.tags.is_empty() {
-                                alloc.tags = vec![0; alloc.data.len().div_ceil(2)];
-                                launch.any_tags = true;
-                            }
-                            for g in off / 2..(off + width).div_ceil(2) {
-                                alloc.tags[g] = tag;
-                            }
+                            alloc.note_read(off, width);
+                            alloc.note_write(off, width, tag);
                             spans[n_spans] = (a, width as u64);
                             n_spans += 1;
                             global_bytes += width as u64;

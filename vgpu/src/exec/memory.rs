@@ -37,8 +37,60 @@ pub struct Alloc {
     pub data: Vec<u8>,
     /// Which bytes were written since allocation.
     pub init: InitBits,
-    /// One tag per 2-byte granule, only during a launch that stored to this allocation.
+    /// Store tags and the sectors touched, only during a launch that accessed this allocation.
+    pub launch: Option<Box<LaunchShadow>>,
+}
+
+/// What a launch records about one allocation: a store tag per 2-byte granule (0: not written in
+/// this launch), and the 32-byte sectors read and written (the launch's footprint).
+pub struct LaunchShadow {
     pub tags: Vec<Tag>,
+    pub read: Vec<u64>,
+    pub written: Vec<u64>,
+}
+
+fn mark_sectors(bits: &mut [u64], off: usize, len: usize) {
+    for sector in off / 32..=(off + len - 1) / 32 {
+        bits[sector / 64] |= 1 << (sector % 64);
+    }
+}
+
+impl Alloc {
+    fn shadow(&mut self) -> &mut LaunchShadow {
+        let len = self.data.len();
+        self.launch.get_or_insert_with(|| {
+            Box::new(LaunchShadow {
+                tags: vec![0; len.div_ceil(2)],
+                read: vec![0; len.div_ceil(32).div_ceil(64)],
+                written: vec![0; len.div_ceil(32).div_ceil(64)],
+            })
+        })
+    }
+
+    /// Records a load of `len` bytes at `off` in the footprint.
+    pub fn note_read(&mut self, off: usize, len: usize) {
+        mark_sectors(&mut self.shadow().read, off, len);
+    }
+
+    /// Records a store (or the write of an atomic) by a block with this `tag`.
+    pub fn note_write(&mut self, off: usize, len: usize, tag: Tag) {
+        let shadow = self.shadow();
+        mark_sectors(&mut shadow.written, off, len);
+        shadow.tags[off / 2..(off + len).div_ceil(2)].fill(tag);
+    }
+
+    /// The tag of the last store to each used 2-byte granule of `len` bytes at `off` in this
+    /// launch (granules whose bytes `used_mask` excludes are skipped).
+    pub fn tags(&self, off: usize, len: usize, used_mask: u32) -> impl Iterator<Item = Tag> + '_ {
+        let tags = self
+            .launch
+            .as_ref()
+            .map_or(&[][..], |s| &s.tags[off / 2..(off + len).div_ceil(2)]);
+        tags.iter().enumerate().filter_map(move |(i, &t)| {
+            let first = (off / 2 + i) * 2 - off.min((off / 2 + i) * 2);
+            ((used_mask >> first.min(31)) & 3 != 0 && t != 0).then_some(t)
+        })
+    }
 }
 
 /// Why an access or a free was refused.
@@ -89,7 +141,7 @@ impl Memory {
             base,
             data: vec![0u8; size],
             init: InitBits::new(size),
-            tags: Vec::new(),
+            launch: None,
         }));
         self.by_base.insert(base, self.slots.len() - 1);
         self.bytes_live += size as u64;
@@ -234,13 +286,19 @@ impl Memory {
         Ok(())
     }
 
-    /// Drops every store tag (at the end of a launch every store is visible).
-    pub fn clear_tags(&mut self) {
-        for a in self.slots.iter_mut().flatten() {
-            if !a.tags.is_empty() {
-                a.tags = Vec::new();
-            }
-        }
+    /// Ends a launch: drops every store tag (every store is now visible) and returns, for every
+    /// allocation the launch touched, its base and the distinct 32-byte sectors read and written.
+    pub fn end_launch(&mut self) -> Vec<(u64, u64, u64)> {
+        let count = |bits: &[u64]| bits.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+        self.slots
+            .iter_mut()
+            .flatten()
+            .filter_map(|a| {
+                a.launch
+                    .take()
+                    .map(|s| (a.base, count(&s.read), count(&s.written)))
+            })
+            .collect()
     }
 }
 

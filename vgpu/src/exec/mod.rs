@@ -42,13 +42,19 @@ pub struct Options {
 }
 
 /// Global-memory traffic of one launch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// 32-byte sectors touched, counted per warp-instruction (as a GPU's memory pipeline would).
     pub sectors_read: u64,
     pub sectors_written: u64,
+    /// Distinct 32-byte sectors the launch read and wrote: its footprint, the traffic a GPU whose
+    /// caches serve every repeated access would move to and from DRAM.
+    pub unique_sectors_read: u64,
+    pub unique_sectors_written: u64,
+    /// The same per allocation: (base address, sectors read, sectors written).
+    pub per_allocation: Vec<(u64, u64, u64)>,
     /// Warp-instructions and thread-instructions executed.
     pub warp_instructions: u64,
     pub thread_instructions: u64,
@@ -114,7 +120,6 @@ pub struct Launch<'a> {
     pub opts: Options,
     /// The next barrier-interval id (racecheck epochs), unique across launches.
     pub epoch: &'a mut u32,
-    pub any_tags: bool,
 }
 
 /// Runs every block of the grid. On a fault, the launch stops there (memory keeps what the
@@ -140,12 +145,12 @@ pub fn run(
         rng: Rng::new(opts.seed ^ launch_seq.wrapping_mul(0xD1B5_4A32_D192_ED03)),
         opts,
         epoch,
-        any_tags: false,
     };
     let result = schedule(&mut launch, n_blocks);
-    if launch.any_tags {
-        launch.mem.clear_tags();
-    }
+    let per_allocation = launch.mem.end_launch();
+    launch.traffic.unique_sectors_read = per_allocation.iter().map(|a| a.1).sum();
+    launch.traffic.unique_sectors_written = per_allocation.iter().map(|a| a.2).sum();
+    launch.traffic.per_allocation = per_allocation;
     result.map(|()| launch.traffic)
 }
 
