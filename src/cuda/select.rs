@@ -126,9 +126,7 @@ impl CudaSelector {
         for (g, group) in groups.iter_mut().enumerate() {
             group.len = map.group_len[g];
         }
-        if u32::try_from(chunks.len()).is_err() {
-            return Err(Error::TooLarge("more than u32::MAX work-list chunks"));
-        }
+        super::check_grid(chunks.len(), groups.len())?;
         let d_chunks = stream
             .alloc_zeros::<GmChunk>(chunks.len().max(1))
             .map_err(cuda)?;
