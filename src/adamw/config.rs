@@ -7,15 +7,16 @@ use crate::{Error, GroupStats, Result};
 /// rate is passed to every step: schedules belong to the trainer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
-    /// First-moment decay, in [0, 1).
+    /// First-moment decay, in [0, 1), and below 1 in f32 (at most 1 - 2^-24).
     pub beta1: f64,
-    /// Second-moment decay, in [0, 1).
+    /// Second-moment decay, in [0, 1), and below 1 in f32 (at most 1 - 2^-24).
     pub beta2: f64,
-    /// Added to the denominator, > 0.
+    /// Added to the denominator, > 0: a normal f32 (at least 1.2e-38, which FTZ/DAZ keep).
     pub eps: f64,
     /// Decoupled weight decay, >= 0: `p -= lr * weight_decay * p`.
     pub weight_decay: f64,
-    /// Gradients are divided by this (the AMP loss scale, or the accumulation count), > 0.
+    /// Gradients are divided by this (the AMP loss scale, or the accumulation count), > 0; it and
+    /// its reciprocal must be normal f32 numbers.
     pub grad_scale: Option<f64>,
     /// Clip by the global L2 norm of the (unscaled, unmasked) gradient, > 0. The norm comes from the
     /// selection pass's sum of squares, so clipping costs no extra pass.
