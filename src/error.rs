@@ -29,7 +29,9 @@ pub enum Error {
         group: u32,
         limit: usize,
     },
-    /// The table has more tensors than group ids can name, or more entries than fit in a u64.
+    /// The table has more tensors than group ids can name, or more entries than kept counts can
+    /// be computed for exactly ([`MAX_ENTRIES`](crate::table::MAX_ENTRIES)); or a workspace would
+    /// be larger than its counters can address.
     #[error("the table is too large: {0}")]
     TooLarge(&'static str),
     /// A configuration value is outside its domain (mask ratio outside [0, 1] or NaN, ...).
@@ -37,6 +39,19 @@ pub enum Error {
     InvalidConfig {
         name: &'static str,
         value: f64,
+        expected: &'static str,
+    },
+    /// A value inside its domain as given (f64) that the f32 arithmetic of the update cannot use:
+    /// it rounds to 0 or a subnormal, overflows to Inf, or (a beta) rounds to 1. `name` is the
+    /// hyper-parameter, or the f32 scalar derived from it (`"lr / (1 - beta1^t)"`), and `value`
+    /// and `value_f32` are that quantity before and after the conversion.
+    #[error(
+        "invalid {name} = {value:e}: {value_f32:e} in f32, the precision of the update; {expected}"
+    )]
+    InvalidInF32 {
+        name: &'static str,
+        value: f64,
+        value_f32: f32,
         expected: &'static str,
     },
     /// Buffers of another element type than the one this object was built for.

@@ -3,6 +3,10 @@
 
 use crate::{Error, Result, Scope};
 
+/// The most entries a table may hold: the kept count `len - floor(mask_ratio * len)` is computed
+/// in f64 (by the CPU engine and the kernels alike), where every length up to 2^53 is exact.
+pub const MAX_ENTRIES: u64 = 1 << 53;
+
 /// The tensors of a model, in a fixed order that every buffer list follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorTable {
@@ -15,7 +19,8 @@ pub struct TensorTable {
 impl TensorTable {
     /// A table of tensors with the given lengths and caller-defined group ids (used by
     /// [`Scope::Groups`]). Ids must be below the number of tensors; unused ids are empty groups.
-    /// Zero-length tensors are allowed and ignored.
+    /// Zero-length tensors are allowed and ignored. Rejects more than `u32::MAX` tensors and more
+    /// than [`MAX_ENTRIES`] entries in all.
     pub fn new(lengths: &[usize], groups: &[u32]) -> Result<Self> {
         if groups.len() != lengths.len() {
             return Err(Error::CountMismatch {
@@ -44,7 +49,10 @@ impl TensorTable {
         for &len in lengths {
             total = total
                 .checked_add(len as u64)
-                .ok_or(Error::TooLarge("more than u64::MAX entries"))?;
+                .filter(|&total| total <= MAX_ENTRIES)
+                .ok_or(Error::TooLarge(
+                    "more than 2^53 entries (kept counts are computed in f64, exact up to 2^53)",
+                ))?;
             offsets.push(total);
         }
         Ok(TensorTable {
@@ -200,6 +208,24 @@ mod tests {
             table.with_dense(&[true]),
             Err(Error::CountMismatch { .. })
         ));
+    }
+
+    /// Lengths are counted in u64, but the kept target `len - floor(r * len)` goes through f64:
+    /// past 2^53 entries `len as f64` rounds and ratio 1 would keep 1 entry instead of none. The
+    /// table stops there (no memory is needed to build one).
+    #[test]
+    fn tables_stop_where_f64_counts_stop_being_exact() {
+        let at_limit = TensorTable::new(&[1 << 52, 1 << 52], &[0, 0]).unwrap();
+        assert_eq!(at_limit.total_len(), MAX_ENTRIES);
+        let global = GroupMap::new(&at_limit, Scope::Global);
+        assert_eq!(crate::config::kept_target(global.group_len[0], 1.0), 0);
+        assert_eq!(crate::config::kept_target(MAX_ENTRIES + 1, 1.0), 1); // why the limit exists
+        for lengths in [&[(1 << 53) + 1][..], &[1 << 53, 1], &[usize::MAX, 1]] {
+            assert!(
+                matches!(TensorTable::per_tensor(lengths), Err(Error::TooLarge(_))),
+                "{lengths:?}"
+            );
+        }
     }
 
     #[test]

@@ -17,9 +17,22 @@ pub const CANDIDATE_BLOCKS: u32 = 128;
 /// Candidate keys a block stages in shared memory before one global reservation (pass 2, f32).
 pub const BLOCK_CANDIDATES: u32 = 2048;
 
+/// The most keys the CUDA candidate buffer may hold. `gm_refine_candidates` strides a group's
+/// candidates over `CANDIDATE_BLOCKS` blocks of `BLOCK_THREADS` threads, and each block counts its
+/// share (at most `BLOCK_THREADS * ceil(count / (CANDIDATE_BLOCKS * BLOCK_THREADS))` keys) in a u32
+/// shared-memory histogram; up to this many candidates every share fits (about 2^39 keys, 2 TiB:
+/// more than any device holds).
+pub const MAX_CUDA_CANDIDATES: u64 =
+    (u32::MAX as u64 / BLOCK_THREADS as u64) * BLOCK_THREADS as u64 * CANDIDATE_BLOCKS as u64;
+
 /// Entries per CPU work chunk (one rayon task, one private histogram). Large enough that the
 /// per-chunk histograms (16 KiB each) are small next to the data, small enough to balance 2-64 cores.
 pub const CPU_CHUNK_LEN: usize = 1 << 20;
+
+// Counts local to one CPU chunk (its first-digit histogram, the window pass's lanes, the optimizer's
+// kept count and scan) are u32 so that their loops stay in 32-bit lanes; every count that can reach
+// a group's length (merged histograms, refinement histograms, kept, target) is u64.
+const _: () = assert!(CPU_CHUNK_LEN <= u32::MAX as usize);
 
 /// Number of first-digit bins.
 pub const FIRST_DIGIT_BINS: usize = 1 << FIRST_DIGIT_BITS;
@@ -75,6 +88,18 @@ mod tests {
             header_value("GM_CANDIDATE_BLOCKS"),
             u64::from(CANDIDATE_BLOCKS)
         );
+    }
+
+    /// The largest share of `count` candidates one block of `gm_refine_candidates` counts.
+    fn block_share(count: u64) -> u64 {
+        let stride = u64::from(CANDIDATE_BLOCKS) * u64::from(BLOCK_THREADS);
+        u64::from(BLOCK_THREADS) * count.div_ceil(stride)
+    }
+
+    #[test]
+    fn cuda_candidate_shares_fit_u32_up_to_the_limit() {
+        assert!(block_share(MAX_CUDA_CANDIDATES) <= u64::from(u32::MAX));
+        assert!(block_share(MAX_CUDA_CANDIDATES + 1) > u64::from(u32::MAX)); // the limit is tight
     }
 
     #[test]

@@ -17,6 +17,7 @@ use common::adamw_ref::{check_step, draw_grads, draw_params, gmt_keeps, state, v
 use common::adamw_ref::{widen, Before, Tol};
 use common::cuda_steps::{assert_same_report, gpu, gpu_state, upload, Combo, F32Bf16, F32F16};
 use common::cuda_steps::{Master, Stochastic, F32F32};
+use common::f32_limits::{is_f32_rejection, unusable_configs};
 use common::{Dist, FromF32};
 use cudarc::driver::CudaStream;
 use gradmask::cuda::CudaGmtAdamW;
@@ -147,6 +148,15 @@ fn typed_errors_without_a_gpu() {
             ..
         })
     ));
+    // Issue 11: the values the f32 update cannot use, as on the CPU (tests/adamw_inputs.rs).
+    for (config, name, value_f32) in unusable_configs() {
+        let err = CudaGmtAdamW::on_device(0, table(), config, mask).err();
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| is_f32_rejection(e, name, value_f32)),
+            "{config:?}: {err:?}"
+        );
+    }
     match CudaGmtAdamW::on_device(0, table(), config(), mask) {
         Ok(_) => eprintln!("typed_errors_without_a_gpu: a GPU is present, the optimizer built"),
         Err(e @ (Error::NoDriver | Error::NoDevice { .. } | Error::KernelsNotBuilt)) => {

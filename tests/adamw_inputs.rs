@@ -4,6 +4,8 @@
 mod common;
 
 use common::adamw_ref::{draw_grads, draw_params, state, views, views_mut};
+use common::f32_limits::usable_edge_configs;
+use common::f32_limits::{is_f32_rejection, lr_config, unusable_configs, unusable_lrs};
 use common::Dist;
 use gradmask::{
     AdamWConfig, Error, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope, StepReport,
@@ -198,6 +200,81 @@ fn bad_configs_are_rejected_by_new() {
             "{err:?}"
         );
     }
+}
+
+/// Issue 11: values that pass the f64 checks but round to 0, a subnormal, Inf or (betas) 1 in the
+/// f32 update. eps = 1e-50 used to be accepted and turned the parameters into NaN in one step.
+#[test]
+fn values_unusable_in_f32_are_rejected_by_new() {
+    for (config, name, value_f32) in unusable_configs() {
+        let err = GmtAdamW::new(table(), config, MaskConfig::default()).err();
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| is_f32_rejection(e, name, value_f32)),
+            "{config:?}: {err:?}"
+        );
+    }
+    // The edges f32 can hold are accepted, and a step there stays finite.
+    for config in usable_edge_configs() {
+        let mask = MaskConfig {
+            mask_ratio: 0.5,
+            ..MaskConfig::default()
+        };
+        let mut opt = GmtAdamW::new(table(), config, mask).unwrap();
+        let mut params = draw_params(&LENGTHS, 11);
+        for seed in 0..2 {
+            let mut grads: Vec<Vec<f32>> = draw_grads(&LENGTHS, &[Dist::Normal], 12, seed);
+            if seed == 0 {
+                grads.iter_mut().flatten().for_each(|g| *g = 0.0);
+            }
+            let report = opt
+                .step(&mut views_mut(&mut params), &views(&grads), 1e-3)
+                .unwrap();
+            assert!(!report.skipped);
+            let (m, v) = opt.moments();
+            let all = params.iter().flatten().chain(m).chain(v);
+            assert!(all.clone().all(|x| x.is_finite()), "{config:?}");
+        }
+    }
+}
+
+/// Issue 11: a learning rate is checked in f32 too, with the scalars it makes at the step about to
+/// be taken; a rejected step leaves every bit of state as it was.
+#[test]
+fn learning_rates_unusable_in_f32_change_nothing() {
+    let mask = MaskConfig {
+        mask_ratio: 0.5,
+        scope: Scope::Global,
+        masked: MaskedUpdate::ZeroGrad,
+    };
+    let mut opt = GmtAdamW::new(table(), lr_config(), mask).unwrap();
+    let mut params = draw_params(&LENGTHS, 7);
+    let grads: Vec<Vec<f32>> = draw_grads(&LENGTHS, &[Dist::LogNormal], 8, 1);
+    opt.step(&mut views_mut(&mut params), &views(&grads), 1e-3)
+        .unwrap();
+    let before = state(&opt, &params);
+    let mut bf16_params: Vec<Vec<bf16>> = draw_grads(&LENGTHS, &[Dist::Normal], 9, 1);
+    let bf16_grads: Vec<Vec<bf16>> = draw_grads(&LENGTHS, &[Dist::Normal], 10, 1);
+    for (lr, name, value_f32) in unusable_lrs() {
+        let err = opt
+            .step(&mut views_mut(&mut params), &views(&grads), lr)
+            .unwrap_err();
+        assert!(is_f32_rejection(&err, name, value_f32), "lr {lr}: {err:?}");
+        assert_eq!(state(&opt, &params), before, "lr {lr} changed the state");
+        let untouched = bf16_params.clone();
+        let err = opt
+            .step_bf16_stochastic(&mut views_mut(&mut bf16_params), &views(&bf16_grads), lr, 3)
+            .unwrap_err();
+        assert!(is_f32_rejection(&err, name, value_f32), "lr {lr}: {err:?}");
+        assert_eq!(state(&opt, &params), before, "lr {lr} changed the state");
+        assert!(bf16_params == untouched, "lr {lr} wrote bf16 parameters");
+    }
+    // 0 and the smallest normal f32 are learning rates.
+    for lr in [0.0, f64::from(f32::MIN_POSITIVE)] {
+        opt.step(&mut views_mut(&mut params), &views(&grads), lr)
+            .unwrap();
+    }
+    assert_eq!(opt.step_count(), 3);
 }
 
 #[test]

@@ -220,6 +220,12 @@ fn bad_inputs_get_typed_errors() {
         gpu.select(&short, f64::NAN),
         Err(Error::InvalidConfig { .. })
     ));
+    // Above the limit, a block's u32 count of its candidates could wrap (issue 11).
+    let too_many = usize::try_from(gradmask::tuning::MAX_CUDA_CANDIDATES + 1).unwrap();
+    assert!(matches!(
+        CudaSelector::with_candidate_capacity(stream, &table, Scope::Global, too_many),
+        Err(Error::TooLarge(_))
+    ));
 }
 
 /// Runs everywhere: without a GPU, the entry points answer with a typed error instead of panicking.

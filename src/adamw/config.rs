@@ -1,20 +1,22 @@
 //! `AdamWConfig`, `MaskMode` and `StepReport`: what the optimizer is told and what it tells back.
 
+use super::math::{decay, step_size};
 use crate::{Error, GroupStats, Result};
 
 /// AdamW hyper-parameters, PyTorch semantics (decoupled weight decay, bias correction). The learning
 /// rate is passed to every step: schedules belong to the trainer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
-    /// First-moment decay, in [0, 1).
+    /// First-moment decay, in [0, 1), and below 1 in f32 (at most 1 - 2^-24).
     pub beta1: f64,
-    /// Second-moment decay, in [0, 1).
+    /// Second-moment decay, in [0, 1), and below 1 in f32 (at most 1 - 2^-24).
     pub beta2: f64,
-    /// Added to the denominator, > 0.
+    /// Added to the denominator, > 0: a normal f32 (at least 1.2e-38, which FTZ/DAZ keep).
     pub eps: f64,
     /// Decoupled weight decay, >= 0: `p -= lr * weight_decay * p`.
     pub weight_decay: f64,
-    /// Gradients are divided by this (the AMP loss scale, or the accumulation count), > 0.
+    /// Gradients are divided by this (the AMP loss scale, or the accumulation count), > 0; it and
+    /// its reciprocal must be normal f32 numbers.
     pub grad_scale: Option<f64>,
     /// Clip by the global L2 norm of the (unscaled, unmasked) gradient, > 0. The norm comes from the
     /// selection pass's sum of squares, so clipping costs no extra pass.
@@ -35,7 +37,11 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
-    /// Checks every field against its domain.
+    /// Checks every field against its domain ([`Error::InvalidConfig`]), then in f32, the
+    /// precision the update computes in ([`Error::InvalidInF32`]): `eps`, `max_grad_norm` and
+    /// `1 / grad_scale` (the gradient multiplier) must be normal f32 numbers, and the betas and
+    /// `weight_decay` too unless they are exactly 0; the betas must stay below 1 (any beta from
+    /// `1 - 2^-25` up rounds to 1.0f32).
     pub fn validate(&self) -> Result<()> {
         let unit = "a number in [0, 1)";
         check("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), unit)?;
@@ -60,18 +66,62 @@ impl AdamWConfig {
         if let Some(n) = self.max_grad_norm {
             check("max_grad_norm", n, n.is_finite() && n > 0.0, positive)?;
         }
+        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            let beta32 = check_f32(name, beta, true)?;
+            if beta32 >= 1.0 {
+                return Err(Error::InvalidInF32 {
+                    name,
+                    value: beta,
+                    value_f32: beta32,
+                    expected: "below 1 in f32: at most 1 - 2^-24 (0.99999994)",
+                });
+            }
+        }
+        check_f32("eps", self.eps, false)?;
+        check_f32("weight_decay", wd, true)?;
+        if let Some(s) = self.grad_scale {
+            check_f32("grad_scale", s, false)?;
+            check_f32("1 / grad_scale", 1.0 / s, false)?;
+        }
+        if let Some(n) = self.max_grad_norm {
+            check_f32("max_grad_norm", n, false)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the learning rate of step `step` (1-based: the step about to be taken) with this
+    /// config: `lr` itself as [`validate_lr`] does, then the f32 scalars the update derives from
+    /// it, `lr / (1 - beta1^step)` and `1 - lr * weight_decay`, which must be finite. Both
+    /// optimizers call it before they touch anything.
+    pub fn validate_step(&self, step: u64, lr: f64) -> Result<()> {
+        validate_lr(lr)?;
+        for (name, value) in [
+            ("lr / (1 - beta1^t)", step_size(self, step, lr)),
+            ("1 - lr * weight_decay", decay(self, lr)),
+        ] {
+            if !(value as f32).is_finite() {
+                return Err(Error::InvalidInF32 {
+                    name,
+                    value,
+                    value_f32: value as f32,
+                    expected: "finite in f32: lower the learning rate",
+                });
+            }
+        }
         Ok(())
     }
 }
 
-/// Checks a learning rate: finite and >= 0.
+/// Checks a learning rate: finite and >= 0, and in f32 (the precision of the update) 0 or a
+/// normal number (a positive lr that rounds to 0 or a subnormal is rejected: pass 0 for no step).
 pub fn validate_lr(lr: f64) -> Result<()> {
     check(
         "lr",
         lr,
         lr.is_finite() && lr >= 0.0,
         "a finite number >= 0",
-    )
+    )?;
+    check_f32("lr", lr, true).map(|_| ())
 }
 
 fn check(name: &'static str, value: f64, ok: bool, expected: &'static str) -> Result<()> {
@@ -84,6 +134,25 @@ fn check(name: &'static str, value: f64, ok: bool, expected: &'static str) -> Re
             expected,
         })
     }
+}
+
+/// Checks a value already inside its domain once it is converted to f32: a normal number, or 0
+/// when `zero_ok` and the value is exactly 0. Returns the f32 value.
+fn check_f32(name: &'static str, value: f64, zero_ok: bool) -> Result<f32> {
+    let value_f32 = value as f32;
+    if value_f32.is_normal() || (zero_ok && value == 0.0) {
+        return Ok(value_f32);
+    }
+    Err(Error::InvalidInF32 {
+        name,
+        value,
+        value_f32,
+        expected: if zero_ok {
+            "exactly 0, or a normal f32 (from 1.2e-38 to 3.4e38)"
+        } else {
+            "a normal f32 (from 1.2e-38 to 3.4e38)"
+        },
+    })
 }
 
 /// How the entries to mask are chosen.

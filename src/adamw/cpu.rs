@@ -130,7 +130,8 @@ fn run_mode<G: GradElem, P: ParamSlots, const ZERO_GRAD: bool>(
     } else {
         MaskedUpdate::Freeze
     };
-    // A u32 count (a chunk has fewer than 2^32 entries) keeps the loop in 32-bit lanes.
+    // A u32 count (a chunk has at most CPU_CHUNK_LEN < 2^32 entries) keeps the loop in 32-bit lanes.
+    debug_assert!(n <= CPU_CHUNK_LEN);
     let mut kept = 0u32;
     for i in 0..n {
         let g = grads[i];

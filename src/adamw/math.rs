@@ -45,22 +45,32 @@ pub struct StepScalars {
 impl StepScalars {
     /// The scalars of step `step` (1-based) at learning rate `lr`, with raw gradients multiplied
     /// by `grad_mul`.
+    /// [`AdamWConfig::validate`] and [`AdamWConfig::validate_step`] check that every field is
+    /// finite, and usable, in f32.
     pub fn new(config: &AdamWConfig, step: u64, lr: f64, grad_mul: f64) -> Self {
-        let t = step as f64;
-        let bias1 = 1.0 - config.beta1.powf(t);
-        let bias2 = 1.0 - config.beta2.powf(t);
+        let bias2 = 1.0 - config.beta2.powf(step as f64);
         StepScalars {
             grad_mul: grad_mul as f32,
             beta1: config.beta1 as f32,
             one_minus_beta1: (1.0 - config.beta1) as f32,
             beta2: config.beta2 as f32,
             one_minus_beta2: (1.0 - config.beta2) as f32,
-            decay: (1.0 - lr * config.weight_decay) as f32,
-            step_size: (lr / bias1) as f32,
+            decay: decay(config, lr) as f32,
+            step_size: step_size(config, step, lr) as f32,
             inv_sqrt_bc2: (1.0 / bias2.sqrt()) as f32,
             eps: config.eps as f32,
         }
     }
+}
+
+/// `lr / (1 - beta1^step)`, in f64 (the step's `step_size` before rounding).
+pub(crate) fn step_size(config: &AdamWConfig, step: u64, lr: f64) -> f64 {
+    lr / (1.0 - config.beta1.powf(step as f64))
+}
+
+/// `1 - lr * weight_decay`, in f64 (the step's `decay` before rounding).
+pub(crate) fn decay(config: &AdamWConfig, lr: f64) -> f64 {
+    1.0 - lr * config.weight_decay
 }
 
 /// The gradient multiplier of a step: `clip_coef / grad_scale`, where the norm of the unscaled

@@ -13,7 +13,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use super::config::{validate_lr, AdamWConfig, MaskMode, StepReport};
+use super::config::{AdamWConfig, MaskMode, StepReport};
 use super::cpu::{chunk_list, Chunk, KeepRule, SharedPtr};
 use crate::rng::{stream, ROUNDING_DOMAIN};
 use crate::{CpuSelector, Error, GradElem, GroupMap, GroupStats, MaskConfig, Result, TensorTable};
@@ -80,8 +80,8 @@ pub struct GmtAdamW {
 
 impl GmtAdamW {
     /// An optimizer for `table`'s tensors. Rejects betas outside [0, 1), eps <= 0, a negative or
-    /// non-finite weight decay, a grad scale or max norm that is not finite and > 0, and a mask
-    /// ratio outside [0, 1].
+    /// non-finite weight decay, a grad scale or max norm that is not finite and > 0, a mask ratio
+    /// outside [0, 1], and values the f32 update cannot use (see [`AdamWConfig::validate`]).
     pub fn new(table: TensorTable, adamw: AdamWConfig, mask: MaskConfig) -> Result<Self> {
         adamw.validate()?;
         mask.validate()?;
@@ -255,8 +255,8 @@ impl GmtAdamW {
         }
     }
 
-    /// Rejects a bad lr, a precision other than the one in use, and buffers of the wrong count or
-    /// length. Changes nothing.
+    /// Rejects a bad lr (also in f32, for the step about to be taken), a precision other than the
+    /// one in use, and buffers of the wrong count or length. Changes nothing.
     fn check<G: GradElem>(
         &self,
         precision: Precision,
@@ -264,7 +264,7 @@ impl GmtAdamW {
         param_lens: impl ExactSizeIterator<Item = usize>,
         grads: &[&[G]],
     ) -> Result<()> {
-        validate_lr(lr)?;
+        self.adamw.validate_step(self.step + 1, lr)?;
         if let Some(expected) = self.precision.filter(|&p| p != precision) {
             return Err(Error::PrecisionMismatch {
                 expected: expected.name(),

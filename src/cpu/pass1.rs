@@ -8,6 +8,7 @@
 //! Both are compiled twice on x86-64, for the baseline target and for AVX2+FMA, and pick the second
 //! at run time when the CPU has it.
 
+use crate::tuning::CPU_CHUNK_LEN;
 use crate::GradElem;
 
 /// Entries per block of the histogram loop: keys are computed with vector code for a block, then
@@ -84,12 +85,14 @@ pub struct WindowCounts {
 /// Builds the first-digit histogram of `data` into `hist` (added to, not cleared) and returns the
 /// sum of g^2. `shift` is the first digit's shift for `T`. Two interleaved sub-histograms (`spare`
 /// is the second) break the store-to-load dependency when consecutive entries share a bin.
+/// `data` is one chunk: its counts fit the u32 bins (see `tuning::CPU_CHUNK_LEN`).
 pub fn first_digit_histogram<T: GradElem>(
     data: &[T],
     shift: u32,
     hist: &mut [u32],
     spare: &mut [u32],
 ) -> f64 {
+    debug_assert!(data.len() <= CPU_CHUNK_LEN, "u32 counts hold one chunk");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -99,13 +102,14 @@ pub fn first_digit_histogram<T: GradElem>(
 }
 
 /// Counts and copies out `data`'s keys against `window` (see the module doc); `out` receives the
-/// keys inside it.
+/// keys inside it. `data` is one chunk: its per-lane counts are u32.
 pub fn window_pass<T: GradElem>(
     data: &[T],
     window: KeyWindow,
     non_finite_key: u32,
     out: &mut [u32],
 ) -> WindowCounts {
+    debug_assert!(data.len() <= CPU_CHUNK_LEN, "u32 counts hold one chunk");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
@@ -121,7 +125,9 @@ pub fn window_pass<T: GradElem>(
 
 /// The sum of g^2 (canonical lanes, the same bits as pass 1's) and the count of Inf/NaN entries of
 /// `data`: what pass 1 reports for a chunk, without the selection. The optimizer's mask-off scan.
+/// `data` is one chunk: the count is u32.
 pub(crate) fn sum_sq_and_non_finite<T: GradElem>(data: &[T]) -> (f64, u64) {
+    debug_assert!(data.len() <= CPU_CHUNK_LEN, "u32 counts hold one chunk");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).

@@ -241,7 +241,7 @@ impl CpuSelector {
             .enumerate()
             .filter(|(_, s)| s.stage != Stage::Done)
             .for_each(|(g, state)| {
-                let mut hist = [0u32; 1 << REFINE_DIGIT_BITS];
+                let mut hist = [0u64; 1 << REFINE_DIGIT_BITS];
                 if state.has_candidates {
                     let buffer = if state.in_window {
                         window_keys
@@ -316,17 +316,14 @@ fn count_first_digits(keys: &[u32], shift: u32, merged: &mut [u64; FIRST_DIGIT_B
     let hist = keys
         .par_chunks(part)
         .map(|part| {
-            let mut hist = [0u32; FIRST_DIGIT_BINS];
+            let mut hist = [0u64; FIRST_DIGIT_BINS];
             for &key in part {
                 hist[(key >> shift) as usize] += 1;
             }
             hist
         })
-        .reduce(|| [0u32; FIRST_DIGIT_BINS], add_counts);
-    merged
-        .iter_mut()
-        .zip(&hist)
-        .for_each(|(m, &h)| *m += u64::from(h));
+        .reduce(|| [0u64; FIRST_DIGIT_BINS], add_counts);
+    *merged = add_counts(*merged, hist);
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ const REFINE_PARTS: usize = 16;
 const REFINE_BINS: usize = 1 << REFINE_DIGIT_BITS;
 
 /// Bin-wise sum of two histograms (the reduction of histograms built by several tasks).
-pub(crate) fn add_counts<const N: usize>(mut a: [u32; N], b: [u32; N]) -> [u32; N] {
+pub(crate) fn add_counts<const N: usize>(mut a: [u64; N], b: [u64; N]) -> [u64; N] {
     a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
     a
 }
@@ -120,13 +120,13 @@ impl GroupState {
         keys: &mut [u32],
         width: u32,
         digit_shift: u32,
-        hist: &mut [u32],
+        hist: &mut [u64],
     ) -> usize {
         let mut kept = 0;
         for i in 0..keys.len() {
             let key = keys[i];
             let inside = self.in_bucket(key);
-            hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] += u32::from(inside);
+            hist[((key >> digit_shift) & ((1 << width) - 1)) as usize] += u64::from(inside);
             keys[kept] = key;
             kept += usize::from(inside);
         }
@@ -135,7 +135,7 @@ impl GroupState {
 
     /// Runs the remaining passes over `keys`, a superset of the bucket, until the group is done.
     /// The candidates are compacted in place to the bucket after each digit.
-    pub fn refine_slice(&mut self, keys: &mut [u32], hist: &mut [u32]) {
+    pub fn refine_slice(&mut self, keys: &mut [u32], hist: &mut [u64]) {
         let mut len = keys.len();
         loop {
             match self.stage {
@@ -182,12 +182,12 @@ impl GroupState {
                         .par_chunks_mut(segment)
                         .zip(&mut lens)
                         .map(|(part, len)| {
-                            let mut hist = [0u32; REFINE_BINS];
+                            let mut hist = [0u64; REFINE_BINS];
                             *len =
                                 state.digit_pass(&mut part[..*len], width, digit_shift, &mut hist);
                             hist
                         })
-                        .reduce(|| [0u32; REFINE_BINS], add_counts);
+                        .reduce(|| [0u64; REFINE_BINS], add_counts);
                     self.descend(&hist[..1 << width], digit_shift);
                 }
             }
@@ -200,7 +200,7 @@ impl GroupState {
     pub fn refine_stream(
         &mut self,
         mut for_each_key: impl FnMut(&mut dyn FnMut(u32)),
-        hist: &mut [u32],
+        hist: &mut [u64],
     ) {
         loop {
             match self.stage {
@@ -268,7 +268,7 @@ mod tests {
                 let threshold = sorted[target as usize - 1];
                 let kept = sorted.iter().filter(|&&k| k >= threshold).count() as u64;
                 let mut serial = all_in_bucket(&keys, target);
-                serial.refine_slice(&mut keys.clone(), &mut [0u32; REFINE_BINS]);
+                serial.refine_slice(&mut keys.clone(), &mut [0u64; REFINE_BINS]);
                 let mut parallel = all_in_bucket(&keys, target);
                 parallel.refine_parallel(&mut keys.clone());
                 let what = format!("modulus {modulus}, target {target}");

@@ -54,6 +54,26 @@ pub fn default_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
     Ok(context(ordinal)?.default_stream())
 }
 
+/// CUDA's limit on a grid's x dimension. The selection and update kernels launch one block per
+/// work-list chunk, and `gm_refine_candidates` one row of blocks per selection group.
+pub const MAX_GRID_X: usize = (1 << 31) - 1;
+
+/// Rejects a work list of `chunks` chunks or `groups` selection groups that one launch cannot
+/// cover (checked when a selector is built, so that no step fails half-way through its launches).
+pub(crate) fn check_grid(chunks: usize, groups: usize) -> Result<()> {
+    if chunks > MAX_GRID_X {
+        return Err(Error::TooLarge(
+            "more work-list chunks than a CUDA grid's x dimension holds (2^31 - 1)",
+        ));
+    }
+    if groups > MAX_GRID_X {
+        return Err(Error::TooLarge(
+            "more selection groups than a CUDA grid's x dimension holds (2^31 - 1)",
+        ));
+    }
+    Ok(())
+}
+
 /// Rejects raw device addresses that cannot be `size`-byte elements of tensors of `lengths`: a null
 /// address for a non-empty tensor, or one not aligned to `size`. The error names the first tensor.
 pub(crate) fn check_addresses(addresses: &[u64], lengths: &[usize], size: usize) -> Result<()> {
@@ -81,4 +101,27 @@ fn driver_present() -> bool {
 #[cfg(feature = "cuda")]
 fn driver_present() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunk count used to be checked against u32::MAX, a wider bound than the grid's x
+    /// dimension that every launch puts it in (issue 11's "check in a wider type than the use").
+    #[test]
+    fn launch_sizes_stop_at_the_grid_limit() {
+        assert!(check_grid(MAX_GRID_X, MAX_GRID_X).is_ok());
+        assert!(check_grid(0, 0).is_ok());
+        for (chunks, groups) in [
+            (MAX_GRID_X + 1, 1),
+            (1, MAX_GRID_X + 1),
+            (u32::MAX as usize, 1),
+        ] {
+            assert!(
+                matches!(check_grid(chunks, groups), Err(Error::TooLarge(_))),
+                "{chunks} chunks, {groups} groups"
+            );
+        }
+    }
 }

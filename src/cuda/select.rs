@@ -15,7 +15,9 @@ use super::types::{GmChunk, GmGroup, GmStep};
 use crate::config::validate_ratio;
 use crate::select::{GroupStats, Selection};
 use crate::table::{GroupMap, TensorTable};
-use crate::tuning::{BLOCK_THREADS, CANDIDATE_BLOCKS, FIRST_DIGIT_BINS, GPU_CHUNK_LEN};
+use crate::tuning::{
+    BLOCK_THREADS, CANDIDATE_BLOCKS, FIRST_DIGIT_BINS, GPU_CHUNK_LEN, MAX_CUDA_CANDIDATES,
+};
 use crate::{DType, Error, GradElem, Result, Scope};
 
 /// Flags of `gm_refine_*` (kernels/select.cu).
@@ -65,20 +67,26 @@ pub struct CudaSelector {
 
 impl CudaSelector {
     /// Loads the kernels and sizes every device buffer for `table` under `scope`. The candidate
-    /// buffer holds 1/32 of the entries (at least 64K keys).
+    /// buffer holds 1/32 of the entries (at least 64K keys, at most [`MAX_CUDA_CANDIDATES`]).
     pub fn new(stream: Arc<CudaStream>, table: &TensorTable, scope: Scope) -> Result<Self> {
-        let capacity = (table.total_len() / 32).max(1 << 16) as usize;
+        let capacity = (table.total_len() / 32).clamp(1 << 16, MAX_CUDA_CANDIDATES) as usize;
         Self::with_candidate_capacity(stream, table, scope, capacity)
     }
 
     /// Like `new`, with a candidate buffer of `capacity` keys. A group whose bucket does not fit
-    /// re-reads its gradients for the last digit (exact, slower).
+    /// re-reads its gradients for the last digit (exact, slower). Rejects a capacity above
+    /// [`MAX_CUDA_CANDIDATES`] (the kernels' per-block counts are u32) before touching the device.
     pub fn with_candidate_capacity(
         stream: Arc<CudaStream>,
         table: &TensorTable,
         scope: Scope,
         capacity: usize,
     ) -> Result<Self> {
+        if capacity as u64 > MAX_CUDA_CANDIDATES {
+            return Err(Error::TooLarge(
+                "a CUDA candidate buffer above MAX_CUDA_CANDIDATES keys",
+            ));
+        }
         let ctx = stream.context().clone();
         let module = Module::load(&ctx, "select")?;
         let kernels = Kernels {
@@ -119,9 +127,7 @@ impl CudaSelector {
         for (g, group) in groups.iter_mut().enumerate() {
             group.len = map.group_len[g];
         }
-        if u32::try_from(chunks.len()).is_err() {
-            return Err(Error::TooLarge("more than u32::MAX work-list chunks"));
-        }
+        super::check_grid(chunks.len(), groups.len())?;
         let d_chunks = stream
             .alloc_zeros::<GmChunk>(chunks.len().max(1))
             .map_err(cuda)?;

@@ -3,7 +3,7 @@
 
 use super::*;
 use common::cuda_steps::download;
-use cudarc::driver::{CudaSlice, CudaView};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr};
 
 fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
@@ -177,6 +177,52 @@ fn rejected_calls_change_nothing() {
     );
     for p in [path, truncated, small_path] {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Issue 11, as on the CPU (tests/adamw_inputs.rs): a learning rate is checked in f32 with the
+/// scalars of the step about to be taken, by every entry point, and a rejected step changes nothing.
+#[test]
+fn learning_rates_unusable_in_f32_change_nothing() {
+    let Some(stream) = gpu("learning_rates_unusable_in_f32_change_nothing") else {
+        return;
+    };
+    let case = Case {
+        adamw: common::f32_limits::lr_config(),
+        ..Case::gmt(0.5, Scope::Global, MaskedUpdate::ZeroGrad)
+    };
+    let (_, mut gpu) = engines(&stream, &case);
+    let mut params = upload(&stream, &initial::<F32F32>());
+    let grads = upload(&stream, &grads_of::<F32F32>(&case, 0));
+    gpu.step_async(&mut params, &grads, 1e-3).unwrap(); // t = 1
+    let before = gpu_state(&mut gpu, &params);
+    let addresses = |buffers: &[CudaSlice<f32>]| -> Vec<u64> {
+        buffers.iter().map(|b| b.device_ptr(&stream).0).collect()
+    };
+    let (param_addresses, grad_addresses) = (addresses(&params), addresses(&grads));
+    for (lr, name, value_f32) in common::f32_limits::unusable_lrs() {
+        let rejected = |r: Result<(), Error>| {
+            let err = r.unwrap_err();
+            assert!(
+                common::f32_limits::is_f32_rejection(&err, name, value_f32),
+                "lr {lr}: {err:?}"
+            );
+        };
+        rejected(gpu.step_async(&mut params, &grads, lr));
+        rejected(gpu.step_reusing_selection_async(&mut params, &grads, lr));
+        // SAFETY: the addresses are those of live buffers of the table's lengths on this stream;
+        // the call is rejected before anything is enqueued.
+        rejected(unsafe {
+            gpu.step_raw_async(
+                gradmask::Precision::F32,
+                gradmask::DType::F32,
+                &param_addresses,
+                &grad_addresses,
+                lr,
+                0,
+            )
+        });
+        assert_eq!(gpu_state(&mut gpu, &params), before, "lr {lr}");
     }
 }
 

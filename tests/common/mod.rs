@@ -3,6 +3,7 @@
 
 pub mod adamw_ref;
 pub mod cuda_steps;
+pub mod f32_limits;
 
 use gradmask::{DType, GradElem, GroupMap, Scope, TensorTable, KEEP_NONE};
 use half::{bf16, f16};

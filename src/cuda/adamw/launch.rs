@@ -7,7 +7,6 @@ use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 
 use super::ranges::first_overlap;
 use super::CudaGmtAdamW;
-use crate::adamw::config::validate_lr;
 use crate::adamw::math::{grad_multiplier, StepScalars};
 use crate::cuda::module::{cuda, Function, Module};
 use crate::cuda::pinned::Pinned;
@@ -166,7 +165,7 @@ impl CudaGmtAdamW {
         seed: u64,
     ) -> Result<()> {
         self.resolve()?;
-        validate_lr(lr)?;
+        self.adamw.validate_step(self.step + 1, lr)?;
         self.check_precision(precision)?;
         if precision != Precision::F32 && dtype != DType::BF16 {
             return Err(Error::InvalidConfig {
@@ -296,7 +295,7 @@ impl CudaGmtAdamW {
         params: &[P],
         grads: &[S],
     ) -> Result<()> {
-        validate_lr(lr)?;
+        self.adamw.validate_step(self.step + 1, lr)?;
         self.check_precision(precision)?;
         self.table
             .check_lengths("parameters", params.iter().map(|p| p.len()))?;
