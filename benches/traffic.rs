@@ -44,6 +44,7 @@ struct Counts {
     /// Bytes the lanes asked for, and the 32-byte sectors their warp-instructions touched.
     requested: u64,
     sectors: u64,
+    thread_instructions: u64,
     /// Footprint bytes read from the gradient buffers.
     grad_read: u64,
 }
@@ -78,6 +79,7 @@ fn counts_since(log: &std::path::Path, from: &mut u64, grads: &[(u64, u64)]) -> 
         c.written += 32 * n("unique_sectors_written");
         c.requested += n("bytes_read") + n("bytes_written");
         c.sectors += n("sectors_read") + n("sectors_written");
+        c.thread_instructions += n("thread_instructions");
         for a in v["per_allocation"].as_array().unwrap() {
             let base = a[0].as_u64().unwrap();
             if grads.iter().any(|&(start, _)| start == base) {
@@ -177,6 +179,7 @@ fn main() {
     println!("| parameters / gradients | scope | reads of g by the selection | selection B/param | update B/param | total B/param | floor | total / floor | sector efficiency |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut from = 0u64;
+    let (mut instructions, mut measured) = (0u64, std::time::Duration::ZERO);
     let kinds = [
         (Kind::F32F32, "f32 / f32", 4u64, 32u64),
         (Kind::F32Bf16, "f32 / bf16", 2, 2 + 2 + 4 * 3 + 4 * 3),
@@ -205,8 +208,11 @@ fn main() {
                 CudaGmtAdamW::new(stream.clone(), table, AdamWConfig::default(), mask).unwrap();
             let grads = step(&mut opt, &stream, &kind, &lengths);
             counts_since(&log, &mut from, &grads);
+            let start = std::time::Instant::now();
             let grads = step(&mut opt, &stream, &kind, &lengths);
+            measured += start.elapsed();
             let (select, update) = counts_since(&log, &mut from, &grads);
+            instructions += select.thread_instructions + update.thread_instructions;
             let per = |bytes: u64| bytes as f64 / n as f64;
             let total = select.read + select.written + update.read + update.written;
             let moved = (select.requested + update.requested) as f64
@@ -221,5 +227,11 @@ fn main() {
             );
         }
     }
+    // The interpreter's speed on these steps (uploads and the host's work included).
+    println!(
+        "interpreter: {instructions} PTX thread-instructions in {:.1} s of measured steps: {:.1} M/s",
+        measured.as_secs_f64(),
+        instructions as f64 / measured.as_secs_f64() / 1e6
+    );
     let _ = std::fs::remove_file(&log);
 }
