@@ -7,8 +7,8 @@
 //!
 //! Scheduling: with seed 0, blocks run in order one at a time and each warp runs until it waits.
 //! With any other seed, the block order is a random permutation, 1 to 4 blocks are resident and
-//! interleaved, warps switch after random quanta, and (with `its`) a diverged warp runs a random
-//! one of its lane groups instead of the lowest program counter (Volta's independent thread
+//! interleaved, warps switch after random quanta, and (with `its`) a diverged warp often runs a
+//! random one of its lane groups instead of the lowest program counter (Volta's independent thread
 //! scheduling allows either).
 
 mod access;

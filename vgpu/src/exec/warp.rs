@@ -273,7 +273,9 @@ fn run_warp(
         if warp.groups.is_empty() {
             return Ok(Event::Paused);
         }
-        let gi = if its && warp.groups.len() > 1 {
+        // With `its`, one pick in four is a random lane group; the others take the lowest, so
+        // that lanes still meet again and run together most of the time.
+        let gi = if its && warp.groups.len() > 1 && launch.rng.below(4) == 0 {
             launch.rng.below(warp.groups.len())
         } else {
             0
