@@ -39,15 +39,27 @@ for s in "${STAGES[@]}"; do
   case $s in
     smol) # (b) SmolLM2-135M-Instruct: SFT vs GMT vs random at 0.2, 3 seeds, a reference row before fine-tuning
       stage smol --model "$GGUF" --compare sft,gmt,random --mask-ratio 0.2 --seeds 3 \
-        --steps "${SMOL_STEPS:-150}" --micro-batch 4 --lr 1e-4 --max-len 96 --heldout 200 --eval-samples 200 \
+        --steps "${SMOL_STEPS:-100}" --micro-batch 4 --lr 1e-4 --max-len 96 --heldout 200 --eval-samples 200 \
         --eval-every 0 --save-every 25
       ;;
     builtin) # (a) the built-in model: 5 seeds, every method, mask ratios 0.2 and 0.5
       stage builtin --compare sft,gmt,random,hft,oneoff --sweep-mask-ratio 0.2,0.5 --seeds 5
       ;;
     sweep) # (c) the built-in model: GMT and random over the paper's ratios, 3 seeds
+      # The runs (a) already made with the same flags and seeds are copied, not repeated: a run is
+      # a function of its flags, seed and ratio (bit for bit on one machine), and --resume keeps
+      # a run folder that holds result.json.
+      if [ ! -d "$ROOT/sweep" ] && [ -f "$ROOT/builtin/summary.json" ]; then
+        for seed in 42 43 44; do
+          mkdir -p "$ROOT/sweep/seed-$seed"
+          for run in sft gmt-r0.2 gmt-r0.5 random-r0.2 random-r0.5; do
+            cp -r "$ROOT/builtin/seed-$seed/$run" "$ROOT/sweep/seed-$seed/"
+          done
+        done
+        echo "== sweep: copied seeds 42-44 {sft,gmt,random}-r{0.2,0.5} from builtin/" >>"$ROOT/sweep.log"
+      fi
       stage sweep --compare sft,gmt,random --sweep-mask-ratio 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0.99 \
-        --seeds 3 --save-every 0
+        --seeds 3
       ;;
     *) echo "unknown stage $s (smol, builtin, sweep)" >&2; exit 2 ;;
   esac
