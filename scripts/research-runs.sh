@@ -9,9 +9,10 @@
 # "Pretrained models"). Output: runs/issue13/<stage>/ (git-ignored); logs: runs/issue13/<stage>.log,
 # with the start and end time, the load average and the wall time of each stage.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-BIN=$1
-GGUF=$2
+BIN=$(realpath "$1")
+GGUF=$(realpath "$2")
+# The repository root, also when this script runs from a copy under runs/bin.
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)" || exit 1
 shift 2
 STAGES=("${@:-smol builtin sweep}")
 STAGES=(${STAGES[*]})
