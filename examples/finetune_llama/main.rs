@@ -13,7 +13,11 @@
 //! - `train.rs`: the loop; `optim.rs`: the only caller of the crate's `GmtAdamW`; `methods.rs`:
 //!   SFT, GMT, random, HFT, one-off drop as optimizer set-ups.
 //! - `eval.rs`: loss, exact match, perplexity; `checkpoint.rs`: save and `--resume`.
-//! - `metrics.rs`, `report.rs`, `plot.rs`: metrics.jsonl, summary.json, the table, PNG plots.
+//! - `plan.rs`: the runs of an invocation (`--seeds`, `--sweep-mask-ratio`) and their folders;
+//!   `runs.rs`: runs them on one loaded model and data set (SFT shared per seed).
+//! - `metrics.rs`, `report.rs`, `plot.rs`: metrics.jsonl, summary.json, the table, PNG plots;
+//!   `stats.rs`, `aggregate.rs`: spreads over seeds and paired differences against SFT;
+//!   `outputs.rs`: what a finished invocation writes; `sweep_plot.rs`: mask_sweep.png.
 
 mod aggregate;
 mod checkpoint;
