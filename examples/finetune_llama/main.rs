@@ -206,15 +206,7 @@ fn run_method(
         );
     }
     set_params(model, &params)?;
-    let heldout_loss = eval::heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-    let em = eval::exact_match(
-        model,
-        tok,
-        eval_subset(data, &cfg),
-        cfg.max_new_tokens,
-        64,
-        0,
-    )?;
+    let (heldout_loss, em) = train::heldout_scores(model, tok, data, &cfg)?;
     let mask_ratio = if plan::masks(method) {
         args.mask_ratio
     } else {

@@ -20,8 +20,8 @@ use crate::plan::Plan;
 use crate::report::{write_json, MethodResult};
 use crate::setup::train_config;
 use crate::tokenizer::Tok;
-use crate::train::{eval_subset, host_params, DataSet, Outcome};
-use crate::{cli::Args, eval, run_method};
+use crate::train::{heldout_scores, host_params, DataSet, Outcome};
+use crate::{cli::Args, run_method};
 
 /// What `execute` produced: the finished runs, and whether `--stop-after` ended it early.
 pub struct Executed {
@@ -126,16 +126,7 @@ fn evaluate_before(
         return Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?);
     }
     let started = Instant::now();
-    let cfg = train_config(args);
-    let heldout_loss = eval::heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-    let exact_match = eval::exact_match(
-        model,
-        tok,
-        eval_subset(data, &cfg),
-        cfg.max_new_tokens,
-        64,
-        0,
-    )?;
+    let (heldout_loss, exact_match) = heldout_scores(model, tok, data, &train_config(args))?;
     println!(
         "[before fine-tuning] held-out loss {heldout_loss:.4}, exact match {:.1}% ({:.1} s)",
         exact_match * 100.0,

@@ -203,15 +203,7 @@ pub fn train(
         bar.set_message(message);
         bar.inc(1);
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < cfg.steps {
-            let eval_loss = heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-            let em = exact_match(
-                model,
-                tok,
-                eval_subset(data, cfg),
-                cfg.max_new_tokens,
-                64,
-                0,
-            )?;
+            let (eval_loss, em) = heldout_scores(model, tok, data, cfg)?;
             let line = format!(
                 "  [{label}] step {done}: held-out loss {eval_loss:.4}, exact match {:.1}%",
                 em * 100.0
@@ -257,6 +249,26 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Held-out loss (in batches of twice the micro-batch) and exact match (greedy, in batches of 64)
+/// of the model as it is.
+pub fn heldout_scores(
+    model: &Llama,
+    tok: &Tok,
+    data: &DataSet,
+    cfg: &TrainConfig,
+) -> Result<(f64, f64)> {
+    let loss = heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
+    let em = exact_match(
+        model,
+        tok,
+        eval_subset(data, cfg),
+        cfg.max_new_tokens,
+        64,
+        0,
+    )?;
+    Ok((loss, em))
 }
 
 /// The held-out examples exact match is measured on.
