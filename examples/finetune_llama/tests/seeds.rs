@@ -143,3 +143,31 @@ fn bad_seed_and_sweep_flags_fail_before_training() {
     }
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// The kept-fraction plot only where it can vary (GMT under layer or global scope); the
+/// stability plot wherever GMT or random mask ran, unless turned off.
+#[test]
+fn diagnostic_plots_are_drawn_where_they_say_something() {
+    let out = scratch("plots");
+    let run_in = |name: &str, flags: &[&str]| {
+        let dir = out.join(name);
+        run(
+            &micro_args(&dir, &[&["--steps", "4"], flags].concat()),
+            threads(),
+        )
+        .unwrap();
+        let has = |file: &str| dir.join(file).exists();
+        (has("kept_fraction.png"), has("mask_stability.png"))
+    };
+    assert_eq!(run_in("per-tensor", &[]), (false, true));
+    assert_eq!(run_in("layer", &["--scope", "layer"]), (true, true));
+    assert_eq!(run_in("global", &["--scope", "global"]), (true, true));
+    assert_eq!(run_in("off", &["--no-mask-stability"]), (false, false));
+    let lines = crate::metrics::read_lines(&out.join("layer/gmt/metrics.jsonl")).unwrap();
+    let stability: Vec<&serde_json::Value> = lines.iter().map(|v| &v["stability"]).collect();
+    assert!(stability[0].is_null(), "no step before the first");
+    assert!(stability[1..4]
+        .iter()
+        .all(|s| s.as_f64().is_some_and(|x| x > 0.0 && x <= 1.0)));
+    std::fs::remove_dir_all(out).unwrap();
+}
