@@ -49,13 +49,18 @@ struct Counts {
     grad_read: u64,
 }
 
-/// Selection and update traffic of the launches logged since `from`; advances `from`. With
-/// `GRADMASK_TRAFFIC_DETAIL=1`, prints each launch.
-fn counts_since(log: &std::path::Path, from: &mut u64, grads: &[(u64, u64)]) -> (Counts, Counts) {
+/// Selection, update and mask-stability traffic of the launches logged since `from`; advances
+/// `from`. With `GRADMASK_TRAFFIC_DETAIL=1`, prints each launch.
+fn counts_since(
+    log: &std::path::Path,
+    from: &mut u64,
+    grads: &[(u64, u64)],
+) -> (Counts, Counts, Counts) {
     let detail = std::env::var("GRADMASK_TRAFFIC_DETAIL").is_ok_and(|v| v == "1");
     let mut file = std::fs::File::open(log).unwrap();
     file.seek(SeekFrom::Start(*from)).unwrap();
-    let (mut select, mut update) = (Counts::default(), Counts::default());
+    let (mut select, mut update, mut stability) =
+        (Counts::default(), Counts::default(), Counts::default());
     for line in BufReader::new(file).lines() {
         let line = line.unwrap();
         *from += line.len() as u64 + 1;
@@ -70,8 +75,11 @@ fn counts_since(log: &std::path::Path, from: &mut u64, grads: &[(u64, u64)]) -> 
                 n("bytes_written")
             );
         }
-        let c = if v["kernel"].as_str().unwrap().starts_with("gm_adamw") {
+        let kernel = v["kernel"].as_str().unwrap();
+        let c = if kernel.starts_with("gm_adamw") {
             &mut update
+        } else if kernel.starts_with("gm_stability") {
+            &mut stability
         } else {
             &mut select
         };
@@ -87,7 +95,7 @@ fn counts_since(log: &std::path::Path, from: &mut u64, grads: &[(u64, u64)]) -> 
             }
         }
     }
-    (select, update)
+    (select, update, stability)
 }
 
 enum Kind {
@@ -211,7 +219,7 @@ fn main() {
             let start = std::time::Instant::now();
             let grads = step(&mut opt, &stream, &kind, &lengths);
             measured += start.elapsed();
-            let (select, update) = counts_since(&log, &mut from, &grads);
+            let (select, update, _) = counts_since(&log, &mut from, &grads);
             instructions += select.thread_instructions + update.thread_instructions;
             let per = |bytes: u64| bytes as f64 / n as f64;
             let total = select.read + select.written + update.read + update.written;
@@ -227,6 +235,7 @@ fn main() {
             );
         }
     }
+    stability_traffic(&stream, &log, &mut from, &lengths, n);
     // The interpreter's speed on these steps (uploads and the host's work included).
     println!(
         "interpreter: {instructions} PTX thread-instructions in {:.1} s of measured steps: {:.1} M/s",
@@ -234,4 +243,42 @@ fn main() {
         instructions as f64 / measured.as_secs_f64() / 1e6
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// The mask-stability pass (`track_stability`), per tensor at mask ratio 0.2: its bytes per
+/// parameter against its floor (g read once more, and one bit of the last mask read and written).
+fn stability_traffic(
+    stream: &Arc<CudaStream>,
+    log: &std::path::Path,
+    from: &mut u64,
+    lengths: &[usize],
+    n: u64,
+) {
+    println!("\nwith mask stability tracked (per tensor, second step):");
+    println!("| parameters / gradients | stability pass B/param | floor | pass / floor | update B/param |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (kind, name, floor) in [
+        (Kind::F32F32, "f32 / f32", 4.25),
+        (Kind::Bf16Master, "bf16 + f32 master / bf16", 2.25),
+    ] {
+        let table = TensorTable::per_tensor(lengths).unwrap();
+        let mask = MaskConfig {
+            mask_ratio: 0.2,
+            ..MaskConfig::default()
+        };
+        let mut opt =
+            CudaGmtAdamW::new(stream.clone(), table, AdamWConfig::default(), mask).unwrap();
+        opt.track_stability(true).unwrap();
+        let grads = step(&mut opt, stream, &kind, lengths);
+        counts_since(log, from, &grads);
+        let grads = step(&mut opt, stream, &kind, lengths);
+        let (_, update, stability) = counts_since(log, from, &grads);
+        let per = |c: &Counts| (c.read + c.written) as f64 / n as f64;
+        println!(
+            "| {name} | {:.3} | {floor} | {:.3} | {:.2} |",
+            per(&stability),
+            per(&stability) / floor,
+            per(&update)
+        );
+    }
 }

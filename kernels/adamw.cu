@@ -51,6 +51,24 @@ __device__ __forceinline__ void store_pack(T* d_dst, const T (&in)[N]) {
     for (unsigned k = 0; k < VECS; ++k) __stcs(reinterpret_cast<uint4*>(d_dst) + k, vecs[k]);
 }
 
+// Whether an entry is kept under `rule`: the one rule of the update and of the stability pass.
+template <class K>
+__device__ __forceinline__ bool keeps(unsigned rule, typename K::Raw raw_g, unsigned threshold,
+                                      const GmAdamWArgs& args, u64 index) {
+    switch (rule) {
+        case GM_RULE_ALL: return true;
+        case GM_RULE_NONE: return false;
+        case GM_KEEP_THRESHOLD: return K::key(raw_g) >= threshold;
+        default: return (u64)rng_draw(args.random_key, index) >= args.random_cut;
+    }
+}
+
+// The chunk's keep rule: a frozen tensor keeps nothing, a dense one everything.
+__device__ __forceinline__ unsigned chunk_rule(const GmChunk& chunk, const GmParamTensor& tensor,
+                                               const GmAdamWArgs& args) {
+    return tensor.frozen ? GM_RULE_NONE : chunk.dense ? GM_RULE_ALL : args.keep_rule;
+}
+
 // K: the gradient's key traits (gm_common.cuh); P: the parameter storage above.
 template <class K, class P>
 __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
@@ -63,7 +81,7 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
     const bool init = P::MASTER && args.init_master;
     // A frozen tensor is left alone, except that its master weights start as its parameters.
     if (tensor.frozen && !init) return;
-    const unsigned rule = tensor.frozen ? GM_RULE_NONE : chunk.dense ? GM_RULE_ALL : args.keep_rule;
+    const unsigned rule = chunk_rule(chunk, tensor, args);
     const unsigned threshold = d_groups[chunk.group].threshold_key;
     const bool freeze = args.freeze || tensor.frozen;
     if (args.clip) s.grad_mul = clipped_grad_mul(d_step->sum_sq, args);
@@ -77,13 +95,7 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
 
     // One entry, in registers. Returns whether it was kept; `written` gathers whether it changed.
     auto update = [&](G raw_g, Praw& raw_p, float& m, float& v, float& master, u64 index, bool& written) {
-        bool keep;
-        switch (rule) {
-            case GM_RULE_ALL: keep = true; break;
-            case GM_RULE_NONE: keep = false; break;
-            case GM_KEEP_THRESHOLD: keep = K::key(raw_g) >= threshold; break;
-            default: keep = (u64)rng_draw(args.random_key, index) >= args.random_cut; break;
-        }
+        const bool keep = keeps<K>(rule, raw_g, threshold, args, index);
         float p = P::read(raw_p, master, init);
         const bool write = masked_update(p, m, v, K::value(raw_g), keep, freeze, s);
         P::store(raw_p, master, p, write, args.round_key, index);
@@ -169,4 +181,62 @@ extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_adamw_round_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                         const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
     adamw_pass<KeyBF16, ParamRound>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+}
+
+// Mask stability (src/adamw/stability.rs), when the optimizer tracks it: launched after the update
+// over the same work list and with the same arguments, it re-decides every entry with keeps(), so
+// its mask is the update's. Block b owns the GM_CHUNK_LEN / 32 words of d_bits from
+// b * GM_CHUNK_LEN / 32: bit j of word w is entry 32 w + j of its chunk, set when that entry was
+// kept at the last step taken. Each warp forms a word with one ballot; lane 0 counts the kept
+// entries and those also kept before, swaps the word in, and the block adds its two counts to its
+// tensor's pair in d_counts (kept, kept before) with one atomic each. A skipped step changes
+// nothing. It reads g once more and 1/8 B of bits per entry, and writes as many bits.
+template <class K>
+__device__ void stability_pass(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                               const GmStep* d_step, unsigned* d_bits, u64* d_counts, const GmAdamWArgs& args) {
+    typedef typename K::Raw G;
+    if (d_step->non_finite != 0) return;
+    const GmChunk chunk = d_chunks[blockIdx.x];
+    const GmParamTensor tensor = d_tensors[chunk.tensor];
+    const unsigned rule = chunk_rule(chunk, tensor, args);
+    const unsigned threshold = d_groups[chunk.group].threshold_key;
+    const G* d_g = reinterpret_cast<const G*>(chunk.d_data);
+    unsigned* d_words = d_bits + (u64)blockIdx.x * (GM_CHUNK_LEN / 32);
+    const unsigned n_words = (chunk.len + 31) / 32;
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    u64 kept = 0, before = 0;  // lane 0's counts
+    for (unsigned w = warp; w < n_words; w += blockDim.x >> 5) {  // uniform over the warp
+        const unsigned i = w * 32 + lane;
+        const bool keep = i < chunk.len && keeps<K>(rule, d_g[i], threshold, args, chunk.first + i);
+        const unsigned word = __ballot_sync(0xffffffffu, keep);
+        if (lane == 0) {
+            const unsigned old = d_words[w];
+            d_words[w] = word;
+            kept += __popc(word);
+            before += __popc(word & old);
+        }
+    }
+    kept = block_reduce(kept, 0ull, OpAdd());
+    before = block_reduce(before, 0ull, OpAdd());
+    if (threadIdx.x == 0) {
+        if (kept) atomicAdd(&d_counts[2 * chunk.tensor], kept);
+        if (before) atomicAdd(&d_counts[2 * chunk.tensor + 1], before);
+    }
+}
+
+// Entry points per gradient dtype: gm_stability_<gradient dtype>.
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_stability_f32(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                     const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
+    stability_pass<KeyF32>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+}
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_stability_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                      const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
+    stability_pass<KeyBF16>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+}
+extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
+    gm_stability_f16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+                     const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
+    stability_pass<KeyF16>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
 }

@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
-tests=(--test select_cuda --test adamw_cuda --test vgpu_defects)
+tests=(--test select_cuda --test adamw_cuda --test adamw_cuda_stability --test vgpu_defects)
 
 # Build the stand-in and the test binaries, and list the binaries.
 scripts/vgpu.sh true

@@ -14,11 +14,10 @@
 //! taken compares with the last one taken. The bits are not part of a checkpoint: after a load,
 //! the first step taken has no previous mask.
 //!
-//! For a CUDA implementation (`CudaGmtAdamW` does not track stability yet): one kernel after the
-//! fused update, over the same work list, reading g, the group thresholds on the device (or the
-//! random-mask draw) and the skip flag; each warp forms a 32-entry word of the new mask with a
-//! ballot, and per-tensor counts are summed with one atomic add per warp. The bit layout is the
-//! engine's own business; only the counts are compared.
+//! `CudaGmtAdamW::track_stability` gives the same counts on the device (src/cuda/adamw/stability.rs):
+//! one kernel after the fused update, over the same work list, with the update's keep rule; each
+//! warp forms a 32-entry word of the new mask with a ballot. The bit layouts differ (each engine's
+//! own business); `tests/adamw_cuda_stability.rs` compares the counts.
 
 use rayon::prelude::*;
 

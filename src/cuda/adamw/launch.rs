@@ -21,6 +21,8 @@ use crate::{Precision, Result, TensorTable};
 pub(super) struct Kernels {
     _module: Module,
     update: [Function; 5],
+    /// `gm_stability_*`, indexed by [`super::stability::kernel_index`].
+    pub(super) stability: [Function; 3],
 }
 
 /// Which entry point serves a precision and a gradient dtype (the signatures of the public step
@@ -52,6 +54,11 @@ pub(super) fn new(
             module.function("gm_adamw_f32_f16")?,
             module.function("gm_adamw_master_bf16")?,
             module.function("gm_adamw_round_bf16")?,
+        ],
+        stability: [
+            module.function("gm_stability_f32")?,
+            module.function("gm_stability_bf16")?,
+            module.function("gm_stability_f16")?,
         ],
         _module: module,
     };
@@ -96,6 +103,7 @@ pub(super) fn new(
         d_kept,
         h_kept,
         h_step,
+        stability: None,
         table,
         adamw,
         mask,
@@ -268,11 +276,35 @@ impl CudaGmtAdamW {
         };
         // SAFETY: this function's contract.
         unsafe { self.launch(kernel_index(precision, dtype), scalars, args)? };
+        let n_chunks = self.n_chunks();
+        if let Some(tracker) = &mut self.stability {
+            let kernel = &self.kernels.stability[super::stability::kernel_index(dtype)];
+            // SAFETY: the update's contract (this function's) covers the same gradient buffers.
+            unsafe {
+                tracker.enqueue(
+                    &self.stream,
+                    kernel,
+                    &self.selector,
+                    &self.d_tensors,
+                    n_chunks,
+                    args,
+                )?
+            };
+        }
         self.h_step
             .download(&self.stream, self.selector.device_step())?;
         self.pending = Some(precision);
         self.last_random = Some(random);
         Ok(())
+    }
+
+    /// Chunks in the selector's work list (one block each).
+    pub(super) fn n_chunks(&self) -> usize {
+        self.table
+            .lengths()
+            .iter()
+            .map(|len| len.div_ceil(GPU_CHUNK_LEN))
+            .sum()
     }
 
     /// Rejects another precision than the state's.
@@ -362,12 +394,7 @@ impl CudaGmtAdamW {
         mut args: GmAdamWArgs,
     ) -> Result<()> {
         self.stream.context().bind_to_thread().map_err(cuda)?;
-        let n_chunks: usize = self
-            .table
-            .lengths()
-            .iter()
-            .map(|len| len.div_ceil(GPU_CHUNK_LEN))
-            .sum();
+        let n_chunks = self.n_chunks();
         let stream = &self.stream;
         // The guards record, when dropped after the launch, what the kernel read and wrote.
         let (d_chunks, _chunks_read) = self.selector.device_chunks().device_ptr(stream);

@@ -17,10 +17,12 @@
 //! order than the CPU's, so it may differ in its last bit (and between runs).
 //!
 //! - `launch`: the kernels, the device table of parameter tensors, and the enqueue of one step;
-//! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format.
+//! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format;
+//! - `stability`: mask-stability tracking on the device (opt-in).
 
 mod launch;
 mod ranges;
+mod stability;
 mod state;
 
 use std::sync::Arc;
@@ -75,6 +77,8 @@ pub struct CudaGmtAdamW {
     h_kept: Pinned<u64>,
     /// The last step's totals, copied back asynchronously: its skip flag.
     h_step: Pinned<GmStep>,
+    /// Mask-stability tracking: `None` (the default) costs nothing.
+    stability: Option<stability::DeviceTracker>,
 }
 
 impl CudaGmtAdamW {
@@ -310,6 +314,9 @@ impl CudaGmtAdamW {
                 self.precision = Some(precision);
             }
             self.pending = None;
+            if let Some(tracker) = &mut self.stability {
+                tracker.resolve(!skipped, self.step)?;
+            }
         }
         Ok(())
     }

@@ -124,6 +124,9 @@ impl CudaGmtAdamW {
         self.precision = state.precision;
         self.mode = state.mode;
         self.table_dirty = true;
+        if let Some(tracker) = &mut self.stability {
+            tracker.forget(); // a checkpoint holds no mask
+        }
         Ok(())
     }
 }
