@@ -1,6 +1,6 @@
 //! Initialisation, the device and its attributes, the primary context, error strings.
 
-#![allow(non_snake_case, clippy::missing_safety_doc)]
+#![allow(non_snake_case)]
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 
@@ -52,6 +52,8 @@ fn attribute(attrib: c_int) -> Option<c_int> {
     })
 }
 
+/// # Safety
+/// Safe for any flags (non-zero flags are rejected as a real driver does).
 #[no_mangle]
 pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
     if flags != 0 {
@@ -61,6 +63,8 @@ pub unsafe extern "C" fn cuInit(flags: c_uint) -> CUresult {
     with_device(|_| Ok(()))
 }
 
+/// # Safety
+/// `version` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
     if version.is_null() {
@@ -71,6 +75,8 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
     Code::Success as u32
 }
 
+/// # Safety
+/// `count` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
     with_device(|_| {
@@ -83,6 +89,8 @@ pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
     })
 }
 
+/// # Safety
+/// `device` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGet(device: *mut c_int, ordinal: c_int) -> CUresult {
     with_device(|_| {
@@ -98,6 +106,8 @@ pub unsafe extern "C" fn cuDeviceGet(device: *mut c_int, ordinal: c_int) -> CUre
     })
 }
 
+/// # Safety
+/// `value` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGetAttribute(
     pi: *mut c_int,
@@ -117,6 +127,8 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
     })
 }
 
+/// # Safety
+/// `name` is null (rejected) or writable for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: c_int) -> CUresult {
     with_device(|_| {
@@ -137,6 +149,8 @@ pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, device: 
     })
 }
 
+/// # Safety
+/// `bytes` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: c_int) -> CUresult {
     with_device(|_| {
@@ -152,6 +166,8 @@ pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, device: c_int) -
     })
 }
 
+/// # Safety
+/// `major` and `minor` are null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDeviceComputeCapability(
     major: *mut c_int,
@@ -174,6 +190,8 @@ pub unsafe extern "C" fn cuDeviceComputeCapability(
     })
 }
 
+/// # Safety
+/// `ctx` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(
     ctx: *mut *mut c_void,
@@ -193,6 +211,8 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(
     })
 }
 
+/// # Safety
+/// Safe for any device number (an unknown one is rejected).
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(device: c_int) -> CUresult {
     with_device(|dev| {
@@ -207,6 +227,8 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(device: c_int) -> CUresult
     })
 }
 
+/// # Safety
+/// `flags` and `active` are null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
     device: c_int,
@@ -229,6 +251,8 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
     })
 }
 
+/// # Safety
+/// `ctx` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetCurrent(ctx: *mut *mut c_void) -> CUresult {
     with_device(|_| {
@@ -241,6 +265,8 @@ pub unsafe extern "C" fn cuCtxGetCurrent(ctx: *mut *mut c_void) -> CUresult {
     })
 }
 
+/// # Safety
+/// `ctx` is null, the primary context's handle, or rejected; it is compared, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxSetCurrent(ctx: *mut c_void) -> CUresult {
     with_device(|_| {
@@ -253,12 +279,16 @@ pub unsafe extern "C" fn cuCtxSetCurrent(ctx: *mut c_void) -> CUresult {
     })
 }
 
+/// # Safety
+/// As `cuCtxSetCurrent`.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxPushCurrent_v2(ctx: *mut c_void) -> CUresult {
     // SAFETY: forwarded; one level of context stack is all the stand-in keeps.
     unsafe { cuCtxSetCurrent(ctx) }
 }
 
+/// # Safety
+/// `ctx` is null (nothing is written) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxPopCurrent_v2(ctx: *mut *mut c_void) -> CUresult {
     with_context(|_| {
@@ -271,6 +301,8 @@ pub unsafe extern "C" fn cuCtxPopCurrent_v2(ctx: *mut *mut c_void) -> CUresult {
     })
 }
 
+/// # Safety
+/// `device` is null (rejected) or writable.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxGetDevice(device: *mut c_int) -> CUresult {
     with_context(|_| {
@@ -283,11 +315,15 @@ pub unsafe extern "C" fn cuCtxGetDevice(device: *mut c_int) -> CUresult {
     })
 }
 
+/// # Safety
+/// Safe: it runs the queued work of the current context.
 #[no_mangle]
 pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
     with_context(|dev| dev.run_all())
 }
 
+/// # Safety
+/// `out` is null (rejected) or writable; the string written lives as long as the process.
 #[no_mangle]
 pub unsafe extern "C" fn cuGetErrorString(error: c_uint, out: *mut *const c_char) -> CUresult {
     if out.is_null() {
@@ -302,6 +338,8 @@ pub unsafe extern "C" fn cuGetErrorString(error: c_uint, out: *mut *const c_char
     Code::Success as u32
 }
 
+/// # Safety
+/// `out` is null (rejected) or writable; the string written lives as long as the process.
 #[no_mangle]
 pub unsafe extern "C" fn cuGetErrorName(error: c_uint, out: *mut *const c_char) -> CUresult {
     if out.is_null() {
