@@ -132,9 +132,9 @@ fn record_chunk<G: GradElem>(
     match rule {
         KeepRule::All => words(grads, bits, |_, _| true),
         KeepRule::Threshold(t) => words(grads, bits, |_, g| g.key() >= t),
-        KeepRule::Random { key, cut } => {
-            words(grads, bits, |i, _| u64::from(draw(key, global + i as u64)) >= cut)
-        }
+        KeepRule::Random { key, cut } => words(grads, bits, |i, _| {
+            u64::from(draw(key, global + i as u64)) >= cut
+        }),
         KeepRule::Frozen => words(grads, bits, |_, _| false),
     }
 }
@@ -181,7 +181,9 @@ mod tests {
     fn pack_puts_flag_j_at_bit_j() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..1000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let want = state ^ (state >> 29);
             let flags: [u8; 64] = std::array::from_fn(|j| ((want >> j) & 1) as u8);
             assert_eq!(pack(&flags), want);
