@@ -47,6 +47,7 @@ mod slots;
 mod state;
 mod step;
 
+pub(crate) use checkpoint::join_names;
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};
 pub use optimizer::{GmtAdamW, Precision};

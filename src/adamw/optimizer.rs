@@ -76,6 +76,8 @@ pub struct GmtAdamW {
     pub(super) bf16_ptrs: Vec<SharedPtr<bf16>>,
     pub(super) groups: Vec<GroupStats>,
     pub(super) sum_sq: f64,
+    /// The tensors' names joined by newlines (empty: unnamed), recorded in checkpoints.
+    pub(super) names: String,
 }
 
 impl GmtAdamW {
@@ -113,6 +115,7 @@ impl GmtAdamW {
             bf16_ptrs: vec![SharedPtr(std::ptr::null_mut()); n],
             groups: vec![GroupStats::default(); map.n_groups()],
             sum_sq: 0.0,
+            names: String::new(),
             chunks,
             group_chunks,
             group_chunk_off,

@@ -96,6 +96,7 @@ pub(super) fn new(
         d_kept,
         h_kept,
         h_step,
+        names: String::new(),
         table,
         adamw,
         mask,

@@ -20,7 +20,7 @@
 //! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format.
 
 mod launch;
-mod ranges;
+pub(crate) mod ranges;
 mod state;
 
 use std::sync::Arc;
@@ -75,6 +75,8 @@ pub struct CudaGmtAdamW {
     h_kept: Pinned<u64>,
     /// The last step's totals, copied back asynchronously: its skip flag.
     h_step: Pinned<GmStep>,
+    /// The tensors' names joined by newlines (empty: unnamed), recorded in checkpoints.
+    names: String,
 }
 
 impl CudaGmtAdamW {
