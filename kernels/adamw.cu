@@ -22,7 +22,9 @@
 // or 8 (a bf16 buffer involved) with 16-byte loads and stores, and a scalar loop takes the tail.
 // Every byte is touched once, so loads and stores are streaming (evict-first). An f32 entry costs
 // 28 B: g, p, m and v read, p, m and v written, the floor of any fused AdamW (as in llm.c's
-// adamw kernel). In random mode each block adds its kept count to its group with one atomic.
+// adamw kernel); a bf16 entry with f32 master weights under ZeroGrad costs 28 B as well (g 2,
+// master, m, v read; p 2, master, m, v written: the old bf16 value is not read). In random mode
+// each block adds its kept count to its group with one atomic.
 
 #include "gm_common.cuh"
 #include "adamw_math.cuh"
@@ -89,6 +91,10 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
         return keep;
     };
 
+    // With master weights past their first step, under ZeroGrad every entry is written: the bf16
+    // parameter is then only an output (its old value would be read for nothing, 2 B/param; the
+    // stand-in driver's traffic counters showed it).
+    const bool p_is_output = P::MASTER && !init && !freeze;
     constexpr unsigned N = (sizeof(G) == 4 && sizeof(Praw) == 4) ? 4 : 8;
     const u64 addresses = chunk.d_data | (u64)d_p | (u64)d_m | (u64)d_v | (u64)d_master;
     const unsigned n_packs = (addresses & (GM_VEC_BYTES - 1)) == 0 ? chunk.len / N : 0;
@@ -99,7 +105,12 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
         Praw p[N];
         float m[N], v[N], master[N];
         load_pack(d_g + at, g);
-        load_pack(d_p + at, p);
+        if (p_is_output) {
+#pragma unroll
+            for (unsigned j = 0; j < N; ++j) p[j] = 0;
+        } else {
+            load_pack(d_p + at, p);
+        }
         load_pack(d_m + at, m);
         load_pack(d_v + at, v);
         if (P::MASTER && !init) {
@@ -119,7 +130,7 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
         if (P::MASTER && (written || init)) store_pack(d_master + at, master);
     }
     for (unsigned i = n_packs * N + threadIdx.x; i < chunk.len; i += blockDim.x) {
-        Praw p = d_p[i];
+        Praw p = p_is_output ? Praw(0) : d_p[i];
         float m = d_m[i], v = d_v[i], master = P::MASTER && !init ? d_master[i] : 0.0f;
         bool written = false;
         kept += update(d_g[i], p, m, v, master, chunk.first + i, written);
