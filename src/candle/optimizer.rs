@@ -156,6 +156,32 @@ impl GmtAdamW {
         Some(self.group_of[i] as usize)
     }
 
+    /// The gradients accumulated since the last step, one per var in stepping order (None: no
+    /// micro-batch gave the var a gradient yet). Clones share candle's storage: no copy.
+    pub fn accumulated(&self) -> &[Option<Tensor>] {
+        &self.accumulated
+    }
+
+    /// Turns mask-stability tracking on or off ([`crate::GmtAdamW::track_stability`]). The CPU
+    /// engine only: on a CUDA device this does nothing and [`GmtAdamW::stability`] stays `None`.
+    pub fn track_stability(&mut self, on: bool) {
+        match &mut self.engine {
+            Engine::Host(host) => host.opt.track_stability(on),
+            #[cfg(feature = "cuda")]
+            Engine::Device(_) => {}
+        }
+    }
+
+    /// The mask stability of the last step, when tracked (CPU only; see
+    /// [`crate::GmtAdamW::stability`]).
+    pub fn stability(&self) -> Option<&crate::MaskStability> {
+        match &self.engine {
+            Engine::Host(host) => host.opt.stability(),
+            #[cfg(feature = "cuda")]
+            Engine::Device(_) => None,
+        }
+    }
+
     /// Micro-batches accumulated since the last step.
     pub fn micro_batches(&self) -> usize {
         self.micro_batches
