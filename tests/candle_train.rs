@@ -155,11 +155,18 @@ fn accumulation_masks_the_sum_not_each_micro_batch() {
         MASK,
     )
     .unwrap();
+    // Nothing accumulated: rejected, no step counted.
+    assert!(matches!(
+        opt.step_accumulated(),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert_eq!(opt.step_count().unwrap(), 0);
     for g in &micro {
         opt.accumulate(&store(&accumulated, g)).unwrap();
     }
     assert_eq!(opt.micro_batches(), 3);
     opt.step_accumulated().unwrap();
+    assert_eq!((opt.micro_batches(), opt.step_count().unwrap()), (0, 1));
 
     // The engine on the sum (added in the same order, in f32) gives the same bits.
     let sum: Vec<f32> = (0..len)
@@ -266,8 +273,7 @@ fn bad_input_names_the_var_and_changes_nothing() {
     let path = dir.join("opt.safetensors");
     let other = mlp(4);
     let renamed: Vec<(String, Var)> = {
-        let vars = gradmask::candle::Vars::from(&other.varmap);
-        let _ = vars; // the same shapes under other names:
+        // The same shapes under other names:
         let data = other.varmap.data().lock().unwrap();
         let mut list: Vec<_> = data
             .iter()

@@ -36,7 +36,9 @@
 //!   means, as in PyTorch: that var is left untouched by the step (its value, m and v), as a
 //!   frozen var is. Its entries still count in its selection group as zeros, which rank last: under
 //!   `Scope::PerTensor` that changes nothing for the other vars; under a layer or global scope the
-//!   group's kept target counts them. The report's counts include them.
+//!   group's kept target counts them. The report's counts include them. One difference from
+//!   PyTorch: the step counter behind the bias correction is the optimizer's, not each var's, so a
+//!   var that missed steps later steps with the optimizer's count.
 //! - **Accumulation.** GMT masks the gradient accumulated over N micro-batches:
 //!   [`GmtAdamW::accumulate`] adds a micro-batch's gradients (candle adds, on the vars' device),
 //!   [`GmtAdamW::step_accumulated`] steps on the sum. Set `AdamWConfig::grad_scale` to N for the

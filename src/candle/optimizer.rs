@@ -63,8 +63,8 @@ impl GmtAdamW {
         }
         let names: Vec<String> = list.iter().map(|(n, _)| n.clone()).collect();
         let lengths: Vec<usize> = list.iter().map(|(_, v)| v.elem_count()).collect();
-        let mut layers: Vec<Option<u32>> = names.iter().map(|n| (config.layer_of)(n)).collect();
-        let ids = dense_ids(&mut layers);
+        let layers: Vec<Option<u32>> = names.iter().map(|n| (config.layer_of)(n)).collect();
+        let ids = group_ids(&layers);
         let dense: Vec<bool> = names.iter().map(|n| (config.dense)(n)).collect();
         let frozen: Vec<bool> = names.iter().map(|n| (config.frozen)(n)).collect();
         let table = TensorTable::new(&lengths, &ids)?.with_dense(&dense)?;
@@ -249,7 +249,7 @@ impl GmtAdamW {
 }
 
 /// Group ids from layers: the distinct values in order, `None` first, numbered from 0.
-fn dense_ids(layers: &mut [Option<u32>]) -> Vec<u32> {
+fn group_ids(layers: &[Option<u32>]) -> Vec<u32> {
     let mut distinct = layers.to_vec();
     distinct.sort();
     distinct.dedup();

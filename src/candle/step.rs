@@ -31,8 +31,17 @@ impl GmtAdamW {
 
     /// One step on the gradients accumulated since the last step, then a new accumulation window.
     /// A var that got no gradient in any micro-batch is left untouched (see the module notes).
-    /// A rejected step (bad lr, a var whose shape changed, ...) keeps the accumulated sum.
+    /// Rejects a call with no micro-batch accumulated (a step on nothing would still count in the
+    /// bias correction). A rejected step (no micro-batch, bad lr, a var whose shape changed, ...)
+    /// keeps the accumulated sum and changes nothing.
     pub fn step_accumulated(&mut self) -> Result<()> {
+        if self.micro_batches == 0 {
+            return Err(crate::Error::InvalidConfig {
+                name: "step_accumulated without a micro-batch",
+                value: 0.0,
+                expected: "accumulate at least one micro-batch's gradients first",
+            });
+        }
         let grads = self.accumulated.clone();
         self.step_on(&grads)?;
         self.accumulated.iter_mut().for_each(|g| *g = None);

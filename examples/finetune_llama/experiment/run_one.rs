@@ -9,10 +9,10 @@ use anyhow::Result;
 use super::plan;
 use super::setup::train_config;
 use crate::cli::{Args, Method};
+use crate::model::set_params;
 use crate::model::tokenizer::Tok;
 use crate::model::Llama;
 use crate::report::{write_json, MethodResult};
-use crate::model::set_params;
 use crate::train::{self, methods, metrics, DataSet, TrainConfig};
 
 /// Trains and evaluates one method (one-off reuses the SFT run of this process when there is one);

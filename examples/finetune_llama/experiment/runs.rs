@@ -18,11 +18,11 @@ use super::run_method;
 use crate::cli::Args;
 use crate::experiment::plan::Plan;
 use crate::experiment::setup::train_config;
+use crate::model::host_params;
 use crate::model::tokenizer::Tok;
 use crate::model::Llama;
 use crate::report::aggregate::Before;
 use crate::report::{write_json, MethodResult};
-use crate::model::host_params;
 use crate::train::{heldout_scores, DataSet, Outcome};
 
 /// What `execute` produced: the finished runs, and whether `--stop-after` ended it early.

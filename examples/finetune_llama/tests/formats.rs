@@ -6,10 +6,10 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 use super::scratch;
+use crate::builtin_config;
 use crate::cli::Size;
 use crate::model::{gguf, hf};
 use crate::model::{Llama, LlamaConfig, Role};
-use crate::builtin_config;
 
 /// A gpt2-style tokenizer with the byte-level alphabet, two merges and one control token, as GGUF metadata.
 fn tokenizer_metadata() -> Vec<(&'static str, gguf_file::Value)> {

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
 use candle_nn::Optimizer as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
