@@ -1,5 +1,5 @@
 //! The optimizer step of the example trainer's built-in model (a 4-layer Llama, hidden 128, GQA,
-//! tied head: 37 tensors, 0.75M f32 entries), two ways, alternating in one process on the same
+//! tied head: 38 tensors, 0.75M f32 entries), two ways, alternating in one process on the same
 //! seeded gradients:
 //! - `example path`: what the example trainer did on the CPU before it moved to the adapter (its
 //!   `optim.rs`, removed in issue 12): zero host gradient buffers; copy each gradient out of candle (`to_vec1`) and add it in; step `gradmask::GmtAdamW`
