@@ -89,6 +89,46 @@ pub enum Error {
     /// A checkpoint could not be read or written, or does not belong to this table.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: String, reason: String },
+    /// A candle var (or its gradient) that `gradmask::candle` cannot step; `var` is its name.
+    #[error("var {var}: {problem}")]
+    Var { var: String, problem: VarProblem },
+    /// A candle operation of `gradmask::candle` failed (candle's message).
+    #[error("candle: {0}")]
+    Candle(String),
+}
+
+/// What is wrong with a candle var or its gradient ([`Error::Var`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VarProblem {
+    /// The var's dtype is neither f32 nor bf16, or differs from the other vars' (one optimizer
+    /// steps one precision).
+    #[error("dtype {got} is not supported here: expected {expected}")]
+    DType { got: String, expected: String },
+    /// The var lives on another device than the first var.
+    #[error("on device {got}, the first var is on {expected}")]
+    Device { got: String, expected: String },
+    /// The var's shape is not the one it had when the optimizer was built.
+    #[error("shape {got:?}, the optimizer was built for {expected:?}")]
+    ShapeChanged {
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    /// Its gradient has another shape, dtype or device than the var.
+    #[error("gradient {got}, expected {expected}")]
+    Gradient { got: String, expected: String },
+    /// The var is listed twice, or shares memory with another var or with a gradient.
+    #[error("shares its storage with {other}")]
+    Shared { other: String },
+    /// A checkpoint written for other vars: it holds `found` where this optimizer has the var.
+    #[error("the checkpoint {path} holds `{found}` in its place")]
+    Checkpoint { path: String, found: String },
+    /// Used from another thread than the one that built the optimizer, on candle's per-thread
+    /// CUDA stream (work on another thread's stream would not be ordered after candle's).
+    #[error(
+        "the optimizer must be used on the thread that built it (candle's per-thread CUDA stream)"
+    )]
+    Thread,
 }
 
 /// Shorthand used across the crate.

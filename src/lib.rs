@@ -20,7 +20,10 @@
 //! - [`rng`]: the counter-based hash keyed by (seed, step, global index) behind the random mask
 //!   and stochastic rounding, with its bit recipe for the CUDA side.
 //! - [`tuning`]: radix digit widths and launch constants, mirrored from `kernels/tuning.cuh`.
-//! - [`error`]: [`Error`], the one error type.
+//! - [`error`]: [`Error`], the one error type, and [`VarProblem`] (what is wrong with a candle var).
+//! - `candle` (feature `candle`): `candle::GmtAdamW`, a drop-in `candle_nn::Optimizer` over candle
+//!   `Var`s, stepping them in place with the CPU engine or, on candle's CUDA backend (feature
+//!   `cuda`), with [`cuda::CudaGmtAdamW`] on candle's device buffers and stream.
 //! - `kernels/` (CUDA C++): `tuning.cuh`, `gm_types.cuh` (structs shared with the host), `select.cu`
 //!   (histogram and radix refinement kernels), `adamw.cu` (the fused masked AdamW).
 //!
@@ -45,6 +48,8 @@
 pub struct ReadmeDoctests;
 
 pub mod adamw;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod config;
 pub mod cpu;
 pub mod cuda;
@@ -61,6 +66,6 @@ pub use adamw::{
 pub use config::{MaskConfig, MaskedUpdate, Scope};
 pub use cpu::CpuSelector;
 pub use dtype::{DType, GradElem};
-pub use error::{Error, Result};
+pub use error::{Error, Result, VarProblem};
 pub use select::{GroupStats, Selection, KEEP_NONE};
 pub use table::{GroupMap, TensorTable};

@@ -4,65 +4,42 @@
 //! GSM8K-like word problems with SFT, GMT and random mask, then prints a comparison table
 //! (held-out exact match, held-out loss, step time). See README.md, "Example trainer".
 //!
-//! Data flow (DESIGN.md section 6) and where each part lives:
-//! - `cli.rs`: options; `setup.rs`: from options to model, data and folders; `cpu.rs`: FTZ/DAZ,
-//!   thread counts, allocator.
-//! - `problems.rs`: the word-problem generator; `data.rs`: JSONL, split, tokens, batches.
-//! - `tokenizer.rs`: character-level and Hugging Face tokenizers.
-//! - `config.rs`, `model.rs`: our differentiable Llama; `hf.rs`, `gguf.rs`: loading (and saving).
-//! - `train.rs`: the loop; `optim.rs`: the only caller of the crate's `GmtAdamW`; `methods.rs`:
-//!   SFT, GMT, random, HFT, one-off drop as optimizer set-ups.
-//! - `eval.rs`: loss, exact match, perplexity; `checkpoint.rs`: save and `--resume`.
-//! - `plan.rs`: the runs of an invocation (`--seeds`, `--sweep-mask-ratio`) and their folders;
-//!   `runs.rs`: runs them on one loaded model and data set (SFT shared per seed).
-//! - `metrics.rs`, `report.rs`, `plot.rs`: metrics.jsonl, summary.json, the table, PNG plots;
-//!   `stats.rs`, `aggregate.rs`: spreads over seeds and paired differences against SFT;
-//!   `outputs.rs`: what a finished invocation writes; `sweep_plot.rs`: mask_sweep.png.
+//! Data flow (DESIGN.md section 6), by concern; each folder's `mod.rs` lists its files:
+//! - `model/`: our differentiable Llama, its tokenizers, Hugging Face and GGUF files;
+//! - `data/`: the word-problem generator, user JSONL, split, tokens, batches;
+//! - `train/`: one method's training: the loop, the methods as set-ups of the crate's candle
+//!   optimizer (`gradmask::candle::GmtAdamW`, the only optimizer: this example has no optimizer
+//!   code of its own), evaluation, checkpoints, `metrics.jsonl`;
+//! - `report/`: results, the comparison table, spreads over seeds, plots;
+//! - `experiment/`: one invocation: process set-up, loading, the plan of runs, running them, the
+//!   outputs;
+//! - `cli.rs`: the options.
+//!
+//! Dependencies point one way: `model` <- `data` <- `train` <- `report` <- `experiment` <- `main`
+//! (`cli` is used by all and uses none).
 
-mod aggregate;
-mod checkpoint;
 mod cli;
-mod config;
-mod cpu;
 mod data;
-mod eval;
-mod gguf;
-#[cfg(feature = "cuda")]
-mod gpu;
-mod hf;
-mod methods;
-mod metrics;
+mod experiment;
 mod model;
-mod optim;
-mod outputs;
-mod plan;
-mod plot;
-mod problems;
 mod report;
-mod runs;
-mod setup;
-mod stats;
-mod sweep_plot;
 #[cfg(test)]
 mod tests;
-mod tokenizer;
 mod train;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
 
-use cli::{Args, Method};
-use model::Llama;
-use plan::Plan;
-use report::{write_json, MethodResult};
-pub use setup::builtin_config;
-use setup::{device, load_data, load_examples, load_model, prepare_out, train_config};
-use tokenizer::Tok;
-use train::{eval_subset, set_params, DataSet, TrainConfig};
+use cli::Args;
+use experiment::plan::Plan;
+pub use experiment::setup::builtin_config;
+use experiment::setup::{device, load_data, load_examples, load_model, prepare_out, train_config};
+use experiment::{cpu, outputs, runs};
+use report::{aggregate, write_json, MethodResult};
+use train::{eval, eval_subset};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -145,96 +122,4 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
     });
     outputs::write(&out, args, &plan, &executed, &summary)?;
     Ok(executed.results)
-}
-
-/// Trains and evaluates one method (one-off reuses the SFT run of this process when there is one);
-/// `label` names the run in progress lines.
-#[allow(clippy::too_many_arguments)]
-fn run_method(
-    method: Method,
-    args: &Args,
-    model: &Llama,
-    tok: &Tok,
-    data: &DataSet,
-    pretrained: &[Vec<f32>],
-    dir: &Path,
-    sft_run: &mut Option<train::Outcome>,
-    label: &str,
-) -> Result<Option<MethodResult>> {
-    let started = Instant::now();
-    let cfg = TrainConfig {
-        label: label.to_string(),
-        ..train_config(args)
-    };
-    set_params(model, pretrained)?;
-    let outcome = match (method, sft_run.as_ref()) {
-        (Method::Oneoff, Some(sft)) => {
-            println!("[oneoff] reusing this run's SFT weights");
-            let sft_metrics =
-                std::fs::read_to_string(dir.with_file_name("sft").join("metrics.jsonl"))?;
-            std::fs::write(
-                dir.join("metrics.jsonl"),
-                sft_metrics.replace("\"method\":\"sft\"", "\"method\":\"oneoff\""),
-            )?;
-            sft.clone()
-        }
-        _ => {
-            let spec = methods::optim_spec(method, args, model);
-            train::train(
-                method.name(),
-                model,
-                tok,
-                data,
-                &spec,
-                &cfg,
-                dir,
-                args.resume,
-            )?
-        }
-    };
-    if outcome.stopped {
-        return Ok(None);
-    }
-    if method == Method::Sft {
-        *sft_run = Some(outcome.clone());
-    }
-    let mut params = outcome.params.clone();
-    if method == Method::Oneoff {
-        let reset = methods::drop_small_delta(&mut params, pretrained, args.mask_ratio)?;
-        println!(
-            "[oneoff] reset {reset} entries with the smallest |delta| to their pretrained values"
-        );
-    }
-    set_params(model, &params)?;
-    let (heldout_loss, em) = train::heldout_scores(model, tok, data, &cfg)?;
-    let mask_ratio = if plan::masks(method) {
-        args.mask_ratio
-    } else {
-        0.0
-    };
-    let mut log = metrics::Metrics::open(&dir.join("metrics.jsonl"), Some(cfg.steps))?;
-    log.write(serde_json::json!({"kind": "eval", "method": method.name(), "seed": args.seed, "mask_ratio": mask_ratio, "step": cfg.steps, "heldout_loss": heldout_loss, "exact_match": em}))?;
-    println!(
-        "[{label}] held-out loss {heldout_loss:.4}, exact match {:.1}%",
-        em * 100.0
-    );
-    let result = MethodResult {
-        method: method.name().into(),
-        mask_ratio,
-        seed: args.seed,
-        heldout_exact_match: em,
-        heldout_loss,
-        step_s: outcome.step_s,
-        fwd_s: outcome.fwd_s,
-        bwd_s: outcome.bwd_s,
-        opt_s: outcome.opt_s,
-        tokens_per_s: outcome.tokens_per_s,
-        first_train_loss: outcome.train_losses.first().copied().unwrap_or(f64::NAN),
-        final_train_loss: outcome.train_losses.last().copied().unwrap_or(f64::NAN),
-        steps: cfg.steps,
-        wall_s: started.elapsed().as_secs_f64(),
-        mask_stability: outcome.mask_stability,
-    };
-    write_json(&dir.join("result.json"), &result)?;
-    Ok(Some(result))
 }

@@ -4,7 +4,11 @@
 //! weights, `master.{t}`. Metadata (strings): `format` (`gradmask-adamw-v1`), `step`, `precision`
 //! (`none` or a [`Precision`] name), `mask_mode` (`gmt` or `random`), `mask_seed`, `fingerprint`
 //! (of the table: lengths, group ids, dense flags) and `checksum` (of every tensor's bytes, in the
-//! order above, then of `"{step}|{precision}|{mask_mode}|{mask_seed}"`), both as 16 hex digits.
+//! order above, then of `"{step}|{precision}|{mask_mode}|{mask_seed}"`, followed by
+//! `"|{tensor_names}"` when there are names), both as 16 hex digits; and `tensor_names` (the
+//! tensors' names joined by newlines), when the optimizer was given names
+//! ([`GmtAdamW::set_tensor_names`]). A load into an optimizer with names rejects a file whose names
+//! differ ([`VarProblem::Checkpoint`], naming the first var that differs).
 //!
 //! The stochastic-rounding seed is an argument of each `step_bf16_stochastic` call, not state: the
 //! caller passes the same seed after a resume. The parameters themselves are the caller's to save.
@@ -24,7 +28,7 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 use super::config::MaskMode;
 use super::optimizer::{GmtAdamW, Precision};
 use crate::rng::{fmix, splitmix};
-use crate::{Error, Result, TensorTable};
+use crate::{Error, Result, TensorTable, VarProblem};
 
 const FORMAT: &str = "gradmask-adamw-v1";
 
@@ -71,12 +75,29 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Combines the per-tensor checksums in order with the checksum of the scalar state.
-fn combine(parts: &[u64], step: u64, precision: &str, mode: &str, seed: u64) -> u64 {
-    let scalars = format!("{step}|{precision}|{mode}|{seed}");
+fn combine(parts: &[u64], step: u64, precision: &str, mode: &str, seed: u64, names: &str) -> u64 {
+    let mut scalars = format!("{step}|{precision}|{mode}|{seed}");
+    if !names.is_empty() {
+        scalars = format!("{scalars}|{names}");
+    }
     parts
         .iter()
         .chain([&checksum(scalars.as_bytes())])
         .fold(0, |acc, part| splitmix(acc ^ part))
+}
+
+/// `names` joined by newlines, after checking their count against `table` and that none holds a
+/// newline.
+pub(crate) fn join_names(table: &TensorTable, names: &[String]) -> Result<String> {
+    table.check_count("tensor names", names.len())?;
+    if let Some(t) = names.iter().position(|n| n.contains('\n')) {
+        return Err(Error::InvalidConfig {
+            name: "tensor name",
+            value: t as f64,
+            expected: "a name without a newline (the value is the tensor index)",
+        });
+    }
+    Ok(names.join("\n"))
 }
 
 /// An f32 slice as a safetensors view.
@@ -108,6 +129,13 @@ fn fail(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 impl GmtAdamW {
+    /// Names the tensors (in table order) for checkpoints: a save records them and a load checks
+    /// them. Rejects a count mismatch and a name with a newline; changes nothing then.
+    pub fn set_tensor_names(&mut self, names: &[String]) -> Result<()> {
+        self.names = join_names(&self.table, names)?;
+        Ok(())
+    }
+
     /// The checkpoint's tensor names and the state slices they hold, in checksum order.
     fn state_slices(&self) -> Vec<(String, &[f32])> {
         let with_master = self.precision == Some(Precision::Bf16Master);
@@ -148,10 +176,14 @@ impl GmtAdamW {
             ),
             (
                 "checksum",
-                format!("{:016x}", combine(&sums, self.step, precision, mode, seed)),
+                format!(
+                    "{:016x}",
+                    combine(&sums, self.step, precision, mode, seed, &self.names)
+                ),
             ),
         ]
         .into_iter()
+        .chain((!self.names.is_empty()).then(|| ("tensor_names", self.names.clone())))
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let views: Vec<(String, F32View)> = slices
@@ -216,6 +248,23 @@ impl GmtAdamW {
         if get("format")? != FORMAT {
             return Err(fail(path, format!("not a {FORMAT} checkpoint")));
         }
+        let names = meta.get("tensor_names").map_or("", String::as_str);
+        if !self.names.is_empty() && !names.is_empty() && names != self.names {
+            let mut theirs = names.split('\n');
+            let (var, found) = self
+                .names
+                .split('\n')
+                .map(|mine| (mine, theirs.next().unwrap_or("nothing")))
+                .find(|(mine, found)| mine != found)
+                .unwrap_or(("(past the last)", "more vars"));
+            return Err(Error::Var {
+                var: var.to_string(),
+                problem: VarProblem::Checkpoint {
+                    path: path.display().to_string(),
+                    found: found.to_string(),
+                },
+            });
+        }
         if hex("fingerprint")? != table_fingerprint(&self.table) {
             return Err(fail(path, "the checkpoint is for another tensor table"));
         }
@@ -255,7 +304,7 @@ impl GmtAdamW {
             }
         }
         let sums: Vec<u64> = found.par_iter().map(|d| checksum(d)).collect();
-        if combine(&sums, step, precision_name, mode_name, seed) != hex("checksum")? {
+        if combine(&sums, step, precision_name, mode_name, seed, names) != hex("checksum")? {
             return Err(fail(path, "checksum mismatch: the file is corrupt"));
         }
 

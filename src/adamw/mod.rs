@@ -50,6 +50,7 @@ mod stability;
 mod state;
 mod step;
 
+pub(crate) use checkpoint::join_names;
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};
 pub use optimizer::{GmtAdamW, Precision};

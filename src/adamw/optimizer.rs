@@ -77,6 +77,8 @@ pub struct GmtAdamW {
     pub(super) bf16_ptrs: Vec<SharedPtr<bf16>>,
     pub(super) groups: Vec<GroupStats>,
     pub(super) sum_sq: f64,
+    /// The tensors' names joined by newlines (empty: unnamed), recorded in checkpoints.
+    pub(super) names: String,
     /// Mask-stability tracking: `None` (the default) costs nothing.
     pub(super) stability: Option<Tracker>,
 }
@@ -116,6 +118,7 @@ impl GmtAdamW {
             bf16_ptrs: vec![SharedPtr(std::ptr::null_mut()); n],
             groups: vec![GroupStats::default(); map.n_groups()],
             sum_sq: 0.0,
+            names: String::new(),
             stability: None,
             chunks,
             group_chunks,

@@ -17,6 +17,8 @@ pub(crate) struct HostState {
     pub m: Vec<f32>,
     pub v: Vec<f32>,
     pub master: Vec<f32>,
+    /// The tensors' names joined by newlines (empty: unnamed), as `GmtAdamW` keeps them.
+    pub names: String,
 }
 
 impl GmtAdamW {
@@ -37,18 +39,22 @@ impl GmtAdamW {
         opt.m = state.m;
         opt.v = state.v;
         opt.master = state.master;
+        opt.names = state.names;
         opt.set_mode(state.mode);
         opt.save(path)
     }
 
-    /// Reads and checks a checkpoint as [`GmtAdamW::load`] does, and returns its state.
+    /// Reads and checks a checkpoint as [`GmtAdamW::load`] does for an optimizer whose tensors
+    /// have `names` (joined by newlines; empty: unnamed), and returns its state.
     pub(crate) fn load_state(
         table: TensorTable,
         adamw: AdamWConfig,
         mask: MaskConfig,
+        names: &str,
         path: &Path,
     ) -> Result<HostState> {
         let mut opt = GmtAdamW::new(table, adamw, mask)?;
+        opt.names = names.to_string();
         opt.load(path)?;
         let master = if opt.precision == Some(Precision::Bf16Master) {
             std::mem::take(&mut opt.master)
@@ -62,6 +68,7 @@ impl GmtAdamW {
             m: std::mem::take(&mut opt.m),
             v: std::mem::take(&mut opt.v),
             master,
+            names: std::mem::take(&mut opt.names),
         })
     }
 }

@@ -6,9 +6,10 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 use super::scratch;
+use crate::builtin_config;
 use crate::cli::Size;
+use crate::model::{gguf, hf};
 use crate::model::{Llama, LlamaConfig, Role};
-use crate::{builtin_config, gguf, hf, train};
 
 /// A gpt2-style tokenizer with the byte-level alphabet, two merges and one control token, as GGUF metadata.
 fn tokenizer_metadata() -> Vec<(&'static str, gguf_file::Value)> {
@@ -134,7 +135,7 @@ fn gguf_round_trip_dequantizes_unpermutes_and_rebuilds_the_tokenizer() {
     assert_eq!(tok.decode(&ids).unwrap(), "hello 123");
     assert_eq!(tok.encode("<|endoftext|>").unwrap(), vec![258]);
     assert_eq!(tok.eos(), 258);
-    assert!(crate::eval::perplexity(&loaded, &tok, "hello hello")
+    assert!(crate::train::eval::perplexity(&loaded, &tok, "hello hello")
         .unwrap()
         .is_finite());
 
@@ -154,7 +155,7 @@ fn gguf_round_trip_dequantizes_unpermutes_and_rebuilds_the_tokenizer() {
 fn hf_directories_round_trip_and_bad_input_is_named() {
     let dir = scratch("hf");
     let model = Llama::init(gguf_config(), 5, &Device::Cpu).unwrap();
-    let host = train::host_params(&model).unwrap();
+    let host = crate::model::host_params(&model).unwrap();
     let err_of = |dir: &Path| {
         format!(
             "{:#}",
@@ -169,7 +170,7 @@ fn hf_directories_round_trip_and_bad_input_is_named() {
     let tok = gguf::tokenizer(&content, &gguf_path).unwrap();
     hf::save_dir(&dir, &model.cfg, &host, &tok).unwrap();
     let (loaded, loaded_tok) = hf::load_dir(&dir, &Device::Cpu).unwrap();
-    assert_eq!(train::host_params(&loaded).unwrap(), host);
+    assert_eq!(crate::model::host_params(&loaded).unwrap(), host);
     assert_eq!(loaded_tok.eos(), 258);
     assert_eq!(
         loaded_tok.encode("hello").unwrap(),

@@ -2,8 +2,7 @@
 //! - `training.rs`: a 30-step GMT run (the loss falls, kept counts match the mask ratio, a run
 //!   killed after 15 steps and resumed from its step-10 checkpoint reproduces the uninterrupted
 //!   loss curve); every baseline in one `--compare`; real gradients; cached generation;
-//! - `gpu.rs` (`--features cuda`): the device optimizer against the CPU engine bit for bit, and the
-//!   micro run with `--cuda`;
+//! - `gpu.rs` (`--features cuda`): the micro run with `--cuda`;
 //! - `formats.rs`: HF directories (round trip, an error for each kind of bad input) and GGUF (a
 //!   small Q4_1 file written by the test loads back dequantized, Q/K unpermuted, tokenizer rebuilt).
 
@@ -18,8 +17,10 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::cli::Args;
+use crate::experiment::cpu;
+use crate::model::hf;
 use crate::model::param_specs;
-use crate::{cpu, hf, metrics};
+use crate::train::metrics;
 
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("finetune-llama-{name}-{}", std::process::id()));

@@ -6,10 +6,10 @@ use std::path::Path;
 use candle_core::Device;
 
 use crate::data::{make_batch, micro_batch_indices, Tokenized};
-use crate::eval::mean_nll;
 use crate::model::Llama;
 use crate::report::MethodResult;
 use crate::run;
+use crate::train::eval::mean_nll;
 
 /// `--seeds` runs every method per seed in `seed-<s>/`. The run of the base seed (`--seed`) equals
 /// a plain run; another seed's run does not depend on what ran before it in the invocation; the
@@ -56,9 +56,10 @@ fn seeded_runs_repeat_plain_runs_and_do_not_leak_into_each_other() {
     // Seed 7's first loss is that of the built-in model initialised with seed 7, on seed 7's
     // first batch of the base seed's data.
     let args = micro_args(&alone, &[]);
-    let examples = crate::setup::load_examples(&args).unwrap();
-    let (model, tok) = crate::setup::load_model(&args, &Device::Cpu, &examples).unwrap();
-    let data = crate::setup::load_data(&args, &tok, examples).unwrap();
+    let examples = crate::experiment::setup::load_examples(&args).unwrap();
+    let (model, tok) =
+        crate::experiment::setup::load_model(&args, &Device::Cpu, &examples).unwrap();
+    let data = crate::experiment::setup::load_data(&args, &tok, examples).unwrap();
     let init = Llama::init(model.cfg.clone(), 7, &Device::Cpu).unwrap();
     let indices = micro_batch_indices(data.train.len(), args.micro_batch, 0, 7);
     let items: Vec<&Tokenized> = indices.iter().map(|&i| &data.train[i]).collect();
@@ -101,7 +102,7 @@ fn seeded_runs_repeat_plain_runs_and_do_not_leak_into_each_other() {
     assert_eq!(gmt["exact_match"]["n"], 2);
     assert_eq!(gmt["vs_sft"]["heldout_loss"]["n"], 2);
     assert!(sweep.join("mask_sweep.png").exists());
-    let merged = crate::metrics::read_lines(&sweep.join("metrics.jsonl")).unwrap();
+    let merged = crate::train::metrics::read_lines(&sweep.join("metrics.jsonl")).unwrap();
     let tagged = |seed: u64, ratio: f64| {
         merged
             .iter()
@@ -163,7 +164,7 @@ fn diagnostic_plots_are_drawn_where_they_say_something() {
     assert_eq!(run_in("layer", &["--scope", "layer"]), (true, true));
     assert_eq!(run_in("global", &["--scope", "global"]), (true, true));
     assert_eq!(run_in("off", &["--no-mask-stability"]), (false, false));
-    let lines = crate::metrics::read_lines(&out.join("layer/gmt/metrics.jsonl")).unwrap();
+    let lines = crate::train::metrics::read_lines(&out.join("layer/gmt/metrics.jsonl")).unwrap();
     let stability: Vec<&serde_json::Value> = lines.iter().map(|v| &v["stability"]).collect();
     assert!(stability[0].is_null(), "no step before the first");
     assert!(stability[1..4]

@@ -6,8 +6,9 @@ use super::{
     assert_learns_and_masks_half, micro_args, scratch, threads, train_lines, train_losses,
 };
 use crate::cli::Size;
+use crate::model::hf;
 use crate::model::{Llama, LlamaConfig};
-use crate::{builtin_config, hf, run};
+use crate::{builtin_config, run};
 
 #[test]
 fn micro_run_learns_masks_the_ratio_and_resumes_exactly() {
@@ -62,7 +63,7 @@ fn gradients_are_real_in_every_parameter() {
         &Device::Cpu,
     )
     .unwrap();
-    let loss = |m: &Llama| crate::eval::mean_nll(m, &batch).unwrap();
+    let loss = |m: &Llama| crate::train::eval::mean_nll(m, &batch).unwrap();
     let grads = loss(&model).backward().unwrap();
     for param in &model.params {
         let g = grads
@@ -106,7 +107,7 @@ fn cached_left_padded_generation_matches_naive_greedy() {
         vec![7, 7, 12],
         vec![90, 3, 4, 5, 6],
     ];
-    let batched = crate::eval::generate(&model, &prompts, 6, 2).unwrap();
+    let batched = crate::train::eval::generate(&model, &prompts, 6, 2).unwrap();
     for (prompt, got) in prompts.iter().zip(&batched) {
         // Naive: one sequence, no cache, the whole prefix recomputed for every token.
         let mut ids = prompt.clone();
@@ -161,7 +162,7 @@ fn compare_runs_every_baseline_and_hft_leaves_frozen_matrices_alone() {
     let ckpt = out.join("hft/checkpoints/step-000006");
     let (cfg, _) = hf::read_config(&ckpt.join("config.json")).unwrap();
     let init = Llama::init(cfg, args.seed, &Device::Cpu).unwrap();
-    let frozen = crate::methods::hft_frozen(&init, args.seed);
+    let frozen = crate::train::methods::hft_frozen(&init, args.seed);
     assert_eq!(
         frozen.iter().filter(|&&f| f).count(),
         2 * 2 + 2 + 1,

@@ -104,6 +104,7 @@ pub(super) fn new(
         h_kept,
         h_step,
         stability: None,
+        names: String::new(),
         table,
         adamw,
         mask,

@@ -21,7 +21,7 @@
 //! - `stability`: mask-stability tracking on the device (opt-in).
 
 mod launch;
-mod ranges;
+pub(crate) mod ranges;
 mod stability;
 mod state;
 
@@ -79,6 +79,8 @@ pub struct CudaGmtAdamW {
     h_step: Pinned<GmStep>,
     /// Mask-stability tracking: `None` (the default) costs nothing.
     stability: Option<stability::DeviceTracker>,
+    /// The tensors' names joined by newlines (empty: unnamed), recorded in checkpoints.
+    names: String,
 }
 
 impl CudaGmtAdamW {

@@ -2,12 +2,12 @@
 //! another or any gradient buffer (gradients are only read, so they may share memory).
 
 /// One non-empty buffer: `[start, end)` in bytes, and its tensor.
-pub(super) type Range = (u64, u64, usize);
+pub(crate) type Range = (u64, u64, usize);
 
 /// The first tensor found whose buffer breaks the rule: a parameter range overlapping another
 /// parameter range or a gradient range, or a range whose end overflows. Empty tensors take no
 /// memory and never overlap. `scratch` is reused storage (no allocation once it is large enough).
-pub(super) fn first_overlap(
+pub(crate) fn first_overlap(
     params: &[u64],
     grads: &[u64],
     lengths: &[usize],

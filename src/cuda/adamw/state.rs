@@ -56,6 +56,12 @@ impl Layout<'_> {
 }
 
 impl CudaGmtAdamW {
+    /// Names the tensors for checkpoints, as [`GmtAdamW::set_tensor_names`] does.
+    pub fn set_tensor_names(&mut self, names: &[String]) -> Result<()> {
+        self.names = crate::adamw::join_names(&self.table, names)?;
+        Ok(())
+    }
+
     fn layout(&self) -> Layout<'_> {
         Layout {
             stream: &self.stream,
@@ -94,6 +100,7 @@ impl CudaGmtAdamW {
             m,
             v,
             master,
+            names: self.names.clone(),
         };
         GmtAdamW::save_state(self.table.clone(), self.adamw, self.mask, state, path)
     }
@@ -102,7 +109,8 @@ impl CudaGmtAdamW {
     /// and checked on the host first; a checkpoint of another table, or a truncated or corrupt
     /// file, fails with [`Error::Checkpoint`](crate::Error::Checkpoint) and changes nothing.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let state = GmtAdamW::load_state(self.table.clone(), self.adamw, self.mask, path)?;
+        let (table, names) = (self.table.clone(), &self.names);
+        let state = GmtAdamW::load_state(table, self.adamw, self.mask, names, path)?;
         self.synchronize()?;
         if state.precision == Some(Precision::Bf16Master) && self.d_master.is_none() {
             let padded = *self.state_offsets.last().unwrap() as usize;

@@ -11,12 +11,13 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::aggregate::{aggregate, table};
 use crate::cli::{Args, Method, ScopeArg};
-use crate::plan::{Plan, RunSpec};
+use crate::experiment::plan::{Plan, RunSpec};
+use crate::experiment::runs::Executed;
+use crate::report::aggregate::{aggregate, table};
 use crate::report::{self, write_json};
-use crate::runs::Executed;
-use crate::{metrics, plot, sweep_plot};
+use crate::report::{plot, sweep_plot};
+use crate::train::metrics;
 
 pub fn write(
     out: &Path,

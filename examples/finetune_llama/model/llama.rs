@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-pub use crate::config::{param_specs, LlamaConfig, Param, Role, BLOCK};
+pub use super::config::{param_specs, LlamaConfig, Param, Role, BLOCK};
 
 /// Per-layer key/value cache for incremental decoding.
 #[derive(Default)]
@@ -258,4 +258,23 @@ pub fn causal_bias(t: usize, start: usize, dev: &Device) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(data, (1, 1, t, total), dev)?)
+}
+
+/// Current weights as host buffers, in parameter order.
+pub fn host_params(model: &Llama) -> Result<Vec<Vec<f32>>> {
+    model
+        .params
+        .iter()
+        .map(|p| Ok(p.var.flatten_all()?.to_vec1::<f32>()?))
+        .collect()
+}
+
+/// Writes host buffers into the model's variables.
+pub fn set_params(model: &Llama, host: &[Vec<f32>]) -> Result<()> {
+    for (param, data) in model.params.iter().zip(host) {
+        param
+            .var
+            .set(&Tensor::from_slice(data, param.var.shape(), &model.device)?)?;
+    }
+    Ok(())
 }

@@ -7,9 +7,9 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use crate::aggregate::Aggregate;
-use crate::plot::{draw_legend, err, fonts, legend_mark, COLORS};
-use crate::stats::Spread;
+use crate::report::aggregate::Aggregate;
+use crate::report::plot::{draw_legend, err, fonts, legend_mark, COLORS};
+use crate::report::stats::Spread;
 
 type Pick = fn(&Aggregate) -> Option<Spread>;
 

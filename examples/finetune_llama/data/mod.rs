@@ -2,6 +2,8 @@
 //! with a response-only loss, and the deterministic batch order (a function of seed and step, so a
 //! resumed run sees exactly the batches an uninterrupted one would).
 
+pub mod problems;
+
 use std::io::BufRead;
 use std::path::Path;
 
@@ -9,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-use crate::tokenizer::Tok;
+use crate::model::tokenizer::Tok;
 
 /// One prompt/response pair; `answer` is what exact match compares.
 #[derive(Debug, Clone, PartialEq)]

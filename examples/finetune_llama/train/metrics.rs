@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use gradmask::{GroupStats, Scope};
+use candle_core::Tensor;
+use gradmask::{GroupStats, MaskMode, MaskStability, Scope, StepReport};
 
 use crate::model::Llama;
-use crate::optim::{MaskMode, MaskStability, OptimSpec, StepReport};
+use crate::train::methods::OptimSpec;
 
 pub struct Metrics {
     path: PathBuf,
@@ -109,6 +110,21 @@ pub fn kept_by_layer(
         .collect())
 }
 
+/// How many entries of `grad` (a var's accumulated gradient) are at or above the threshold of
+/// `stats`, its group. A var without a gradient was left out of the step: 0. Copies the gradient
+/// to the host: only the per-layer plot under a whole-model scope, or layer groups with frozen
+/// tensors, needs it.
+pub fn count_kept(grad: &Option<Tensor>, stats: &GroupStats) -> Result<u64> {
+    let Some(grad) = grad else {
+        return Ok(0);
+    };
+    let values = grad.flatten_all()?.to_vec1::<f32>()?;
+    Ok(values
+        .iter()
+        .filter(|g| stats.keeps_key(g.to_bits() & 0x7fff_ffff))
+        .count() as u64)
+}
+
 /// Mask stability of a step: over the whole model and per transformer layer, the fraction of the
 /// entries kept at this step that were also kept at the step before. `None` when not tracked, on a
 /// skipped step, and at the first step (nothing to compare with); a layer with nothing kept gets
@@ -131,12 +147,15 @@ pub fn stability_by_layer(
 
 #[cfg(test)]
 mod tests {
+    use candle_core::backprop::GradStore;
     use candle_core::Device;
-    use gradmask::{AdamWConfig, GmtAdamW, MaskConfig, MaskedUpdate};
+    use candle_nn::Optimizer as _;
+    use gradmask::{AdamWConfig, MaskConfig, MaskedUpdate};
 
     use super::*;
+    use crate::builtin_config;
     use crate::cli::Size;
-    use crate::{builtin_config, optim};
+    use crate::train::methods::optimizer;
 
     /// Per layer, the group fraction (the shortcut for layer groups with nothing frozen) equals the
     /// count of entries at or above the threshold, and both equal the report's kept count.
@@ -148,32 +167,6 @@ mod tests {
             scope: Scope::Groups,
             masked: MaskedUpdate::ZeroGrad,
         };
-        let mut opt =
-            GmtAdamW::new(optim::table(&model).unwrap(), AdamWConfig::default(), mask).unwrap();
-        let mut params: Vec<Vec<f32>> = model
-            .params
-            .iter()
-            .map(|p| vec![0.0; p.var.elem_count()])
-            .collect();
-        // 1000 levels: ties at the threshold, so kept > target and a fraction of `target` fails.
-        let grads: Vec<Vec<f32>> = params
-            .iter()
-            .enumerate()
-            .map(|(t, p)| {
-                (0..p.len())
-                    .map(|i| ((i * 7919 + t * 104_729) % 1000) as f32 / 1000.0 - 0.5)
-                    .collect()
-            })
-            .collect();
-        let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-        let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-        let report = opt.step(&mut p, &g, 1e-3).unwrap();
-        let count = |i: usize, stats: &GroupStats| {
-            Ok(grads[i]
-                .iter()
-                .filter(|g| stats.keeps_key(g.to_bits() & 0x7fff_ffff))
-                .count() as u64)
-        };
         let spec = |frozen| OptimSpec {
             track_stability: false,
             adamw: AdamWConfig::default(),
@@ -181,6 +174,21 @@ mod tests {
             mode: MaskMode::Gmt,
             frozen,
         };
+        let mut opt = optimizer(&model, &spec(None)).unwrap();
+        // 1000 levels: ties at the threshold, so kept > target and a fraction of `target` fails.
+        let mut store = GradStore::default();
+        let mut grads = Vec::new();
+        for (t, p) in model.params.iter().enumerate() {
+            let values: Vec<f32> = (0..p.var.elem_count())
+                .map(|i| ((i * 7919 + t * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            let grad = Tensor::from_vec(values, p.var.shape(), &Device::Cpu).unwrap();
+            store.insert(p.var.as_tensor(), grad.clone());
+            grads.push(Some(grad));
+        }
+        opt.step(&store).unwrap();
+        let report = opt.last_report().unwrap();
+        let count = |i: usize, stats: &GroupStats| count_kept(&grads[i], stats);
         let shortcut = kept_by_layer(&model, &report, &spec(None), count).unwrap();
         // Frozen flags (none set) force the per-tensor count.
         let flags = Some(vec![false; model.params.len()]);
@@ -194,6 +202,15 @@ mod tests {
             assert!(
                 *a > 0.69 && *a < 0.72,
                 "layer {layer}: kept {a} at ratio 0.3"
+            );
+        }
+        // The adapter's default layer rule gives the model's layers: group = layer + 1, the
+        // embeddings, final norm and head in group 0.
+        for (p, name) in model.params.iter().zip(opt.names()) {
+            assert_eq!(
+                opt.group_of(name),
+                Some(p.layer.map_or(0, |l| l + 1)),
+                "{name}"
             );
         }
     }

@@ -9,11 +9,13 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 
 use crate::cli::{Args, Size};
+use crate::data::problems;
 use crate::data::{self, split, tokenize, Example, Fields};
+use crate::model::tokenizer::Tok;
+use crate::model::{gguf, hf};
 use crate::model::{Llama, LlamaConfig};
-use crate::tokenizer::Tok;
+use crate::report;
 use crate::train::{DataSet, TrainConfig};
-use crate::{gguf, hf, problems, report};
 
 /// The built-in model: a Llama with grouped-query attention and a tied head.
 pub fn builtin_config(size: Size, vocab_size: usize) -> LlamaConfig {

@@ -1,22 +1,23 @@
 //! The training loop of one method: micro-batches accumulated over N, then one step of the crate's
-//! masked AdamW (through `optim.rs`), a cosine schedule with linear warm-up, periodic evaluation,
-//! checkpoints and `--resume`, metrics and a progress bar.
+//! candle optimizer on their sum (`accumulate`, `step_accumulated`: GMT masks the accumulated
+//! gradient), a cosine schedule with linear warm-up, periodic evaluation, checkpoints and
+//! `--resume`, metrics and a progress bar.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
+use candle_nn::Optimizer as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::checkpoint;
 use crate::data::{make_batch, micro_batch_indices, Example, Tokenized};
-use crate::eval::{exact_match, heldout_loss, mean_nll};
-use crate::metrics::{kept_by_layer, stability_by_layer, Metrics};
-use crate::model::Llama;
-use crate::optim::{OptimSpec, Optimizer};
-use crate::tokenizer::Tok;
+use crate::model::tokenizer::Tok;
+use crate::model::{host_params, Llama};
+use crate::train::checkpoint;
+use crate::train::eval::{exact_match, heldout_loss, mean_nll};
+use crate::train::methods::{optimizer, OptimSpec};
+use crate::train::metrics::{count_kept, kept_by_layer, stability_by_layer, Metrics};
 
 /// Loop settings shared by every method of a run.
 #[derive(Debug, Clone)]
@@ -77,25 +78,6 @@ pub fn lr_at(cfg: &TrainConfig, step: u64) -> f64 {
     cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 
-/// Current weights as host buffers, in parameter order.
-pub fn host_params(model: &Llama) -> Result<Vec<Vec<f32>>> {
-    model
-        .params
-        .iter()
-        .map(|p| Ok(p.var.flatten_all()?.to_vec1::<f32>()?))
-        .collect()
-}
-
-/// Writes host buffers into the model's variables.
-pub fn set_params(model: &Llama, host: &[Vec<f32>]) -> Result<()> {
-    for (param, data) in model.params.iter().zip(host) {
-        param
-            .var
-            .set(&Tensor::from_slice(data, param.var.shape(), &model.device)?)?;
-    }
-    Ok(())
-}
-
 /// Trains `model` with one method; its folder `dir` gets checkpoints and `metrics.jsonl`.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
@@ -111,7 +93,7 @@ pub fn train(
     if data.train.is_empty() {
         bail!("empty dataset: no training examples");
     }
-    let mut optimizer = Optimizer::new(model, spec)?;
+    let mut optimizer = optimizer(model, spec)?;
     let mut start = 0;
     if resume {
         if let Some(state) = checkpoint::load_latest(dir, model, &mut optimizer)? {
@@ -138,7 +120,7 @@ pub fn train(
     if start > 0 {
         // The losses before the checkpoint, so the outcome covers the whole run (times and
         // tokens/s cover only the steps run in this process).
-        let earlier = crate::metrics::read_lines(&dir.join("metrics.jsonl"))?;
+        let earlier = crate::train::metrics::read_lines(&dir.join("metrics.jsonl"))?;
         let train = earlier.iter().filter(|v| v["kind"] == "train");
         out.train_losses = train.clone().filter_map(|v| v["loss"].as_f64()).collect();
         stabilities = train
@@ -150,7 +132,6 @@ pub fn train(
     for step in start..cfg.steps {
         let lr = lr_at(cfg, step);
         let t0 = Instant::now();
-        optimizer.zero_grads();
         let (mut loss_sum, mut tokens, mut fwd_s, mut bwd_s) = (0.0, 0, 0.0, 0.0);
         for micro in 0..cfg.accum {
             let t = Instant::now();
@@ -163,13 +144,16 @@ pub fn train(
             let t_bwd = Instant::now();
             fwd_s += (t_bwd - t).as_secs_f64();
             let store = loss.backward()?;
-            optimizer.accumulate(model, &store)?;
+            optimizer.accumulate(&store)?;
             model.device.synchronize()?; // the backward and the accumulation, on a GPU
             bwd_s += t_bwd.elapsed().as_secs_f64();
             tokens += batch.n_tokens;
         }
         let t_opt = Instant::now();
-        let report = optimizer.step(model, lr)?;
+        optimizer.set_learning_rate(lr);
+        let grads = optimizer.accumulated().to_vec(); // shares candle's buffers: for kept counts
+        optimizer.step_accumulated()?;
+        let report = optimizer.last_report()?;
         let opt_s = t_opt.elapsed().as_secs_f64();
         let step_s = t0.elapsed().as_secs_f64();
         let loss = loss_sum / cfg.accum as f64;
@@ -177,9 +161,9 @@ pub fn train(
         times.push([step_s, fwd_s, bwd_s, opt_s]);
         total_tokens += tokens;
         total_time += step_s;
-        let kept = kept_by_layer(model, &report, spec, |i, s| optimizer.count_kept(i, s))?;
+        let kept = kept_by_layer(model, &report, spec, |i, s| count_kept(&grads[i], s))?;
         let sum = |f: fn(&gradmask::GroupStats) -> u64| report.groups.iter().map(f).sum::<u64>();
-        let stability = stability_by_layer(model, optimizer.stability(), &report);
+        let stability = stability_by_layer(model, optimizer.stability()?, &report);
         if let Some((whole, _)) = stability {
             stabilities.push((step + 1, whole));
         }
@@ -234,7 +218,7 @@ pub fn train(
     } else {
         0.0
     };
-    out.params = optimizer.params()?;
+    out.params = host_params(model)?;
     let late: Vec<f64> = stabilities
         .iter()
         .filter(|(s, _)| *s > cfg.steps / 2)

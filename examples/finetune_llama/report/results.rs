@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::hf::write_atomic;
+use crate::model::hf::write_atomic;
 
 /// What one method achieved; also `<method>/result.json`, so a resumed comparison skips finished methods.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! Each method as an optimizer set-up for the one optimizer (`optim.rs`), plus the one-off drop.
+//! Each method as a set-up of the one optimizer, the crate's candle adapter
+//! (`gradmask::candle::GmtAdamW`), plus the one-off drop.
 //! - `sft`: mask ratio 0 (plain AdamW).
 //! - `gmt`: mask ratio r, scope, masked-update policy.
 //! - `random`: the same ratio, entries drawn at random.
@@ -9,13 +10,55 @@
 //!   reset to the pretrained value. The exact per-tensor threshold comes from the crate's
 //!   `CpuSelector`, run on the deltas.
 
+use std::collections::HashSet;
+
 use anyhow::Result;
-use gradmask::{CpuSelector, MaskConfig, MaskedUpdate, Scope, TensorTable};
+use candle_core::Var;
+use gradmask::candle::{Config, GmtAdamW};
+use gradmask::{AdamWConfig, CpuSelector, MaskConfig, MaskMode, MaskedUpdate, Scope, TensorTable};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 use crate::cli::{Args, MaskedArg, Method, ScopeArg};
 use crate::model::{Llama, Role};
-use crate::optim::{AdamWConfig, MaskMode, OptimSpec};
+
+/// What the optimizer is built with for one method.
+#[derive(Debug, Clone)]
+pub struct OptimSpec {
+    pub adamw: AdamWConfig,
+    pub mask: MaskConfig,
+    pub mode: MaskMode,
+    /// HFT: tensors left out of every update, in parameter order.
+    pub frozen: Option<Vec<bool>>,
+    /// Track mask stability (the CPU engine only: on a CUDA device there is none to report).
+    pub track_stability: bool,
+}
+
+/// The method's optimizer over the model's vars, named and in parameter order. This is all a
+/// candle trainer needs to adopt GMT: the layer groups of `--scope layer` come from the names
+/// (`model.layers.3.*` is layer 3: the adapter's default rule; embeddings, final norm and head
+/// share one group), HFT's frozen tensors are a rule on names.
+pub fn optimizer(model: &Llama, spec: &OptimSpec) -> Result<GmtAdamW> {
+    let vars: Vec<(String, Var)> = model
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.var.clone()))
+        .collect();
+    let frozen: HashSet<String> = match &spec.frozen {
+        Some(flags) => vars
+            .iter()
+            .zip(flags)
+            .filter(|(_, &f)| f)
+            .map(|((name, _), _)| name.clone())
+            .collect(),
+        None => HashSet::new(),
+    };
+    let config = Config::new(spec.adamw, spec.mask)
+        .with_mask_mode(spec.mode)
+        .with_frozen(move |name| frozen.contains(name));
+    let mut opt = GmtAdamW::with_config(vars, config)?;
+    opt.track_stability(spec.track_stability)?;
+    Ok(opt)
+}
 
 pub fn optim_spec(method: Method, args: &Args, model: &Llama) -> OptimSpec {
     let ratio = match method {

@@ -14,14 +14,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::aggregate::Before;
+use super::run_method;
+use crate::cli::Args;
+use crate::experiment::plan::Plan;
+use crate::experiment::setup::train_config;
+use crate::model::host_params;
+use crate::model::tokenizer::Tok;
 use crate::model::Llama;
-use crate::plan::Plan;
+use crate::report::aggregate::Before;
 use crate::report::{write_json, MethodResult};
-use crate::setup::train_config;
-use crate::tokenizer::Tok;
-use crate::train::{heldout_scores, host_params, DataSet, Outcome};
-use crate::{cli::Args, run_method};
+use crate::train::{heldout_scores, DataSet, Outcome};
 
 /// What `execute` produced: the finished runs, and whether `--stop-after` ended it early.
 pub struct Executed {

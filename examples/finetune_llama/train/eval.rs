@@ -5,8 +5,8 @@ use anyhow::Result;
 use candle_core::{Device, Tensor, D};
 
 use crate::data::{extract_answer, make_batch, Batch, Example, Tokenized};
+use crate::model::tokenizer::Tok;
 use crate::model::{KvCache, Llama};
-use crate::tokenizer::Tok;
 
 /// Mean negative log-likelihood of the batch's target tokens (a scalar tensor, differentiable).
 pub fn mean_nll(model: &Llama, batch: &Batch) -> Result<Tensor> {

@@ -13,8 +13,8 @@ use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use candle_core::{Device, Tensor};
 use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
 
+use crate::model::tokenizer::Tok;
 use crate::model::{param_specs, Llama, LlamaConfig, Role};
-use crate::tokenizer::Tok;
 
 /// The GGUF name of a Hugging Face parameter name.
 pub fn gguf_name(hf: &str) -> String {
@@ -150,7 +150,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(Llama, Tok)> {
         "{}: tokenizer rebuilt from GGUF metadata: {tokens} tokens, {merges} merges",
         path.display()
     );
-    crate::hf::check_vocab(&cfg, &tok, path)?;
+    crate::model::hf::check_vocab(&cfg, &tok, path)?;
     Ok((Llama::from_tensors(cfg, tensors, device)?, tok))
 }
 

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use gradmask::candle::GmtAdamW;
 use serde::{Deserialize, Serialize};
 
-use crate::hf::{save_dir, write_atomic};
+use crate::model::hf::{save_dir, write_atomic};
+use crate::model::tokenizer::Tok;
 use crate::model::Llama;
-use crate::optim::Optimizer;
-use crate::tokenizer::Tok;
+use crate::model::{host_params, set_params};
 
 /// Where the trainer stood when the checkpoint was written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,7 +38,7 @@ pub fn save(
     dir: &Path,
     model: &Llama,
     tok: &Tok,
-    optimizer: &mut Optimizer,
+    optimizer: &mut GmtAdamW,
     step: u64,
     total_steps: u64,
 ) -> Result<()> {
@@ -47,8 +48,11 @@ pub fn save(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }
-    save_dir(&tmp, &model.cfg, &optimizer.params()?, tok)?;
-    optimizer.save(&tmp.join("optimizer.bin"))?;
+    save_dir(&tmp, &model.cfg, &host_params(model)?, tok)?;
+    let path = tmp.join("optimizer.bin");
+    optimizer
+        .save(&path)
+        .with_context(|| format!("saving optimizer state to {}", path.display()))?;
     let state = TrainerState {
         step,
         total_steps,
@@ -79,7 +83,7 @@ pub fn save(
 pub fn load_latest(
     dir: &Path,
     model: &Llama,
-    optimizer: &mut Optimizer,
+    optimizer: &mut GmtAdamW,
 ) -> Result<Option<TrainerState>> {
     let pointer = root(dir).join("latest");
     if !pointer.exists() {
@@ -121,7 +125,10 @@ pub fn load_latest(
         }
         host.push(tensor.flatten_all()?.to_vec1::<f32>()?);
     }
-    optimizer.load(&ckpt.join("optimizer.bin"))?;
+    let path = ckpt.join("optimizer.bin");
+    optimizer
+        .load(&path)
+        .with_context(|| format!("loading optimizer state from {}", path.display()))?;
     let optimizer_step = optimizer.step_count()?;
     if optimizer_step != state.optimizer_step {
         bail!(
@@ -130,6 +137,6 @@ pub fn load_latest(
             state.optimizer_step
         );
     }
-    optimizer.set_params(model, host)?;
+    set_params(model, &host)?;
     Ok(Some(state))
 }

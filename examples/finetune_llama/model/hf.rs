@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
+use crate::model::tokenizer::Tok;
 use crate::model::{param_specs, Llama, LlamaConfig};
-use crate::tokenizer::Tok;
 
 /// Reads and checks `config.json`; also returns its end-of-sequence id, if any.
 pub fn read_config(path: &Path) -> Result<(LlamaConfig, Option<u32>)> {

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::stats::{paired, plus_minus, spread, Paired, Spread};
 use crate::report::MethodResult;
-use crate::stats::{paired, plus_minus, spread, Paired, Spread};
 
 /// One method at one mask ratio, over its seeds.
 #[derive(Debug, Clone, Serialize)]
@@ -158,7 +158,7 @@ pub fn table(aggregates: &[Aggregate], before: Option<&Before>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::result;
+    use crate::report::results::tests::result;
 
     fn run(method: &str, ratio: f64, seed: u64, em: f64, loss: f64) -> MethodResult {
         MethodResult {
