@@ -211,3 +211,27 @@ fn a_var_without_a_gradient_is_left_untouched() {
     let (m, _) = opt.moments_to_host().unwrap();
     assert!(m[..VARS[0].1].iter().all(|&x| x == 0.0));
 }
+
+/// A var's own storage given as a gradient (here an empty var, which the address check cannot
+/// see): a typed error naming it, not a lock that waits for itself.
+#[test]
+fn a_var_as_its_own_gradient_is_rejected() {
+    let list = vars(DType::F32);
+    let before = values::<f32>(&list);
+    let mut opt =
+        GmtAdamW::new(list.clone(), AdamWConfig::default(), MaskConfig::default()).unwrap();
+    for own in [4, 1] {
+        let (mut store, _) = grads(&list, 1, None);
+        let var = &list[own].1;
+        store.insert(var.as_tensor(), var.as_tensor().clone());
+        match opt.step(&store) {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains(VARS[own].0) && e.contains("storage"), "{e}");
+            }
+            Ok(()) => panic!("var {own} as its own gradient was accepted"),
+        }
+    }
+    assert_eq!(values::<f32>(&list), before);
+    assert_eq!(opt.step_count().unwrap(), 0);
+}

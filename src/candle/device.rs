@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use candle_core::cuda_backend::CudaDevice;
-use candle_core::{DType, Storage, Tensor, Var};
+use candle_core::{Storage, Tensor, Var};
 use cudarc::driver::{CudaStream, CudaView, DevicePtr};
 
 use super::access::{with_vars, Elem, Lent};
@@ -87,7 +87,10 @@ impl DeviceEngine {
             && self.zeros.as_ref().is_none_or(|z| z.elem_count() < longest)
         {
             let device = vars[0].device();
-            self.zeros = Some(Tensor::zeros(longest, T::DTYPE, device).map_err(candle_err)?);
+            self.zeros = Some(
+                Tensor::zeros(longest, <T as candle_core::WithDType>::DTYPE, device)
+                    .map_err(candle_err)?,
+            );
         }
         let zeros = self.zeros.as_ref().map(Tensor::storage_and_layout);
         let guards: Vec<_> = grads

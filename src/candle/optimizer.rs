@@ -72,7 +72,7 @@ impl GmtAdamW {
         let engine = if device.is_cpu() {
             Engine::Host(Box::new(HostEngine::new(table, &config)?))
         } else {
-            Self::device_engine(&device, table, &config, dtype, &names)?
+            Self::device_engine(&device, table, &config, &names)?
         };
         let mut opt = GmtAdamW {
             shapes: list.iter().map(|(_, v)| v.dims().to_vec()).collect(),
@@ -100,14 +100,13 @@ impl GmtAdamW {
         device: &Device,
         table: TensorTable,
         config: &Config,
-        dtype: DType,
-        _names: &[String],
+        names: &[String],
     ) -> Result<Engine> {
         match device {
             Device::Cuda(cuda) => Ok(Engine::Device(Box::new(super::device::DeviceEngine::new(
                 cuda, table, config,
             )?))),
-            other => Err(unsupported_device(other, _names)),
+            other => Err(unsupported_device(other, names)),
         }
     }
 
@@ -116,7 +115,6 @@ impl GmtAdamW {
         device: &Device,
         _: TensorTable,
         _: &Config,
-        _: DType,
         names: &[String],
     ) -> Result<Engine> {
         Err(unsupported_device(device, names))

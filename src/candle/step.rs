@@ -2,14 +2,14 @@
 //! over micro-batches.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Storage, Tensor, Var};
 use half::bf16;
 
-use super::candle_err;
 use super::config::Config;
 use super::optimizer::{Engine, GmtAdamW};
 use super::vars::check_grad;
-use crate::Result;
+use super::{candle_err, var_err};
+use crate::{Result, VarProblem};
 
 impl GmtAdamW {
     /// Adds one micro-batch's gradients to the accumulated sum (candle adds, in the vars' dtype,
@@ -71,6 +71,7 @@ impl GmtAdamW {
     /// One step on `grads` (one per var, None for a var without a gradient).
     pub(super) fn step_on(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         self.check_shapes()?;
+        self.check_grads_apart(grads)?;
         let mut ready = Vec::with_capacity(grads.len());
         for ((name, var), grad) in self.names.iter().zip(&self.vars).zip(grads) {
             ready.push(match grad {
@@ -97,6 +98,28 @@ impl GmtAdamW {
             #[cfg(feature = "cuda")]
             (Engine::Device(device), _) => device.step::<f32>(vars, names, &ready, frozen, lr),
         }
+    }
+}
+
+impl GmtAdamW {
+    /// Rejects a gradient held in a var's own storage. The engines' address check catches it for
+    /// a non-empty var; an empty one takes no memory, but the step's read guard on the gradient
+    /// would block the var's write lock.
+    fn check_grads_apart(&self, grads: &[Option<Tensor>]) -> Result<()> {
+        let storage = |t: &Tensor| &*t.storage_and_layout().0 as *const Storage as usize;
+        let vars: std::collections::HashMap<usize, usize> = (self.vars.iter().enumerate())
+            .map(|(i, v)| (storage(v.as_tensor()), i))
+            .collect();
+        for (name, grad) in self.names.iter().zip(grads) {
+            if let Some(&j) = grad.as_ref().and_then(|g| vars.get(&storage(g))) {
+                let other = format!(
+                    "its gradient, which is the storage of var {}",
+                    self.names[j]
+                );
+                return Err(var_err(name, VarProblem::Shared { other }));
+            }
+        }
+        Ok(())
     }
 }
 
