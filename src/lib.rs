@@ -16,6 +16,9 @@
 //!   [`cuda::CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
 //! - [`adamw`]: [`GmtAdamW`] (selection plus the fused masked AdamW, checkpoints), [`AdamWConfig`],
 //!   [`MaskMode`], [`StepReport`], and [`adamw::math`], the per-entry update a kernel mirrors.
+//! - [`shard`]: sharded selection (ZeRO/FSDP): [`ShardLayout`], the [`Collective`] all-reduce
+//!   and the in-process [`ThreadCollective`], [`Shards`] for [`CpuSelector::sharded`] and
+//!   [`GmtAdamW::sharded`]. `work`: the chunk work list every engine builds from.
 //! - [`rng`]: the counter-based hash keyed by (seed, step, global index) behind the random mask
 //!   and stochastic rounding, with its bit recipe for the CUDA side.
 //! - [`tuning`]: radix digit widths and launch constants, mirrored from `kernels/tuning.cuh`.
@@ -51,8 +54,10 @@ pub mod dtype;
 pub mod error;
 pub mod rng;
 pub mod select;
+pub mod shard;
 pub mod table;
 pub mod tuning;
+mod work;
 
 pub use adamw::{AdamWConfig, GmtAdamW, MaskMode, Precision, StepReport};
 pub use config::{MaskConfig, MaskedUpdate, Scope};
@@ -60,4 +65,5 @@ pub use cpu::CpuSelector;
 pub use dtype::{DType, GradElem};
 pub use error::{Error, Result};
 pub use select::{GroupStats, Selection, KEEP_NONE};
+pub use shard::{Collective, CommStats, ShardLayout, Shards, ThreadCollective};
 pub use table::{GroupMap, TensorTable};

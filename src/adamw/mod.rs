@@ -9,7 +9,9 @@
 //! - `optimizer`: [`GmtAdamW`] (construction, the public step entry points, input checks) and
 //!   [`Precision`]; `step`: the stages of a step (selection or scan, fused update, report).
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
-//!   [`table_fingerprint`].
+//!   [`table_fingerprint`]; a sharded rank saves and loads its own slices.
+//! - `sharded`: `GmtAdamW::sharded` (one rank of a sharded model) and its step's exchange when no
+//!   selection runs.
 //! - `state`: the state as flat host vectors, through which the CUDA optimizer
 //!   ([`crate::cuda::CudaGmtAdamW`]) writes and reads the same checkpoints.
 //!
@@ -43,6 +45,7 @@ pub mod config;
 mod cpu;
 pub mod math;
 mod optimizer;
+mod sharded;
 mod slots;
 mod state;
 mod step;

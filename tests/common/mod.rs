@@ -4,6 +4,7 @@
 pub mod adamw_ref;
 pub mod cuda_steps;
 pub mod f32_limits;
+pub mod shards;
 
 use gradmask::{DType, GradElem, GroupMap, Scope, TensorTable, KEEP_NONE};
 use half::{bf16, f16};
@@ -208,6 +209,34 @@ pub fn llama_1b_shapes(scale: usize) -> Vec<(String, usize)> {
         }
     }
     shapes.push(("norm".to_string(), d));
+    shapes
+        .into_iter()
+        .map(|(n, len)| (n, len.div_ceil(scale)))
+        .collect()
+}
+
+/// The tensor shapes of a 7B Llama (Llama-2-7B: 32 layers, d = 4096, 32 heads, MLP 11008, vocab
+/// 32000, untied head), each length divided by `scale` (rounded up): 291 tensors.
+pub fn llama_7b_shapes(scale: usize) -> Vec<(String, usize)> {
+    let (d, mlp, vocab, layers) = (4096usize, 11008usize, 32_000usize, 32);
+    let mut shapes = vec![("embed_tokens".to_string(), vocab * d)];
+    for l in 0..layers {
+        for (name, len) in [
+            ("input_layernorm", d),
+            ("q_proj", d * d),
+            ("k_proj", d * d),
+            ("v_proj", d * d),
+            ("o_proj", d * d),
+            ("post_attention_layernorm", d),
+            ("gate_proj", d * mlp),
+            ("up_proj", d * mlp),
+            ("down_proj", mlp * d),
+        ] {
+            shapes.push((format!("layers.{l}.{name}"), len));
+        }
+    }
+    shapes.push(("norm".to_string(), d));
+    shapes.push(("lm_head".to_string(), vocab * d));
     shapes
         .into_iter()
         .map(|(n, len)| (n, len.div_ceil(scale)))
