@@ -15,7 +15,8 @@
 //! - [`cuda`]: [`cuda::CudaSelector`], the same selection in CUDA kernels over cudarc buffers, and
 //!   [`cuda::CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
 //! - [`adamw`]: [`GmtAdamW`] (selection plus the fused masked AdamW, checkpoints), [`AdamWConfig`],
-//!   [`MaskMode`], [`StepReport`], and [`adamw::math`], the per-entry update a kernel mirrors.
+//!   [`MaskMode`], [`StepReport`], [`MaskStability`] (opt-in: how many kept entries were kept at
+//!   the step before), and [`adamw::math`], the per-entry update a kernel mirrors.
 //! - [`shard`]: sharded selection (ZeRO/FSDP): [`ShardLayout`], the [`Collective`] all-reduce
 //!   and the in-process [`ThreadCollective`], [`Shards`] for [`CpuSelector::sharded`] and
 //!   [`GmtAdamW::sharded`]. `work`: the chunk work list every engine builds from.
@@ -59,7 +60,9 @@ pub mod table;
 pub mod tuning;
 mod work;
 
-pub use adamw::{AdamWConfig, GmtAdamW, MaskMode, Precision, StepReport};
+pub use adamw::{
+    AdamWConfig, GmtAdamW, MaskMode, MaskStability, Precision, StepReport, TensorStability,
+};
 pub use config::{MaskConfig, MaskedUpdate, Scope};
 pub use cpu::CpuSelector;
 pub use dtype::{DType, GradElem};

@@ -1,4 +1,4 @@
-//! The sharded CPU optimizer: 2 to 6 ranks as threads, random layouts, every precision and mask
+//! The sharded CPU optimizer: 2 to 8 ranks as threads, random layouts, every precision and mask
 //! mode. Each rank's updated slices (parameters, m, v, master weights) and every report must be
 //! the unsharded optimizer's bit for bit; per-rank checkpoints resume bit-exactly; ranks that
 //! disagree, and a failing collective, give errors that change nothing.
@@ -14,7 +14,7 @@ use gradmask::{
     AdamWConfig, Error, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope, ShardLayout, Shards,
     StepReport, TensorTable,
 };
-use half::bf16;
+use half::{bf16, f16};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 enum Kind {
     F32,
     F32Bf16Grads,
+    F32F16Grads,
     Master,
     Stochastic,
 }
@@ -64,13 +65,17 @@ fn run(
         let grads: Vec<Vec<f32>> =
             s.grads[step].iter().zip(mine).map(|(g, r)| g[r.clone()].to_vec()).collect();
         let report = match s.kind {
-            Kind::F32 | Kind::F32Bf16Grads => {
+            Kind::F32 | Kind::F32Bf16Grads | Kind::F32F16Grads => {
                 let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
                 if s.kind == Kind::F32 {
                     let g: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
                     opt.step(&mut p, &g, lr)
-                } else {
+                } else if s.kind == Kind::F32Bf16Grads {
                     let g: Vec<Vec<bf16>> = grads.iter().map(|g| to_bf16(g)).collect();
+                    opt.step(&mut p, &g.iter().map(|g| &g[..]).collect::<Vec<_>>(), lr)
+                } else {
+                    let g: Vec<Vec<f16>> =
+                        grads.iter().map(|g| g.iter().map(|&x| f16::from_f32(x)).collect()).collect();
                     opt.step(&mut p, &g.iter().map(|g| &g[..]).collect::<Vec<_>>(), lr)
                 }
             }
@@ -126,16 +131,18 @@ fn compare(s: &Setup, layout: &[Vec<Range<usize>>]) {
         .unwrap()
         .with_mask_mode(s.mode);
     unsharded.set_frozen(&s.frozen).unwrap();
+    unsharded.track_stability(true);
     let all: Vec<Range<usize>> = s.table.lengths().iter().map(|&l| 0..l).collect();
     let want = run(&mut unsharded, s, &all, &mut whole_params, 0..n_steps);
     let (m, v) = unsharded.moments();
     let master = unsharded.master().map(|m| m.to_vec());
-    run_ranks(layout.len(), |rank, c| {
+    let stability = run_ranks(layout.len(), |rank, c| {
         let l = ShardLayout::new(&s.table, layout, rank).unwrap();
         let mine = &layout[rank];
         let mut params: Vec<Vec<f32>> =
             s.params.iter().zip(mine).map(|(p, r)| p[r.clone()].to_vec()).collect();
         let mut opt = sharded(s, l, c);
+        opt.track_stability(true);
         let got = run(&mut opt, s, mine, &mut params, 0..n_steps);
         assert_eq!(got, want, "rank {rank}: reports");
         for (t, (p, r)) in params.iter().zip(mine).enumerate() {
@@ -150,7 +157,22 @@ fn compare(s: &Setup, layout: &[Vec<Range<usize>>]) {
             let got = opt.master().expect("master weights");
             assert_eq!(bits(got), flat_slices(master, &s.table, mine), "rank {rank}");
         }
+        opt.stability().cloned()
     });
+    // Mask stability per rank counts its own slices: added over the ranks, the unsharded counts.
+    let want = unsharded.stability().cloned();
+    let mut added = stability[0].clone();
+    if let Some(added) = &mut added {
+        for other in &stability[1..] {
+            let other = other.as_ref().expect("every rank tracks");
+            assert_eq!((other.step, other.has_previous), (added.step, added.has_previous));
+            for (total, t) in added.tensors.iter_mut().zip(&other.tensors) {
+                total.kept += t.kept;
+                total.kept_before += t.kept_before;
+            }
+        }
+    }
+    assert_eq!(added, want, "mask stability");
 }
 
 fn setup(seed: u64, kind: Kind, mode: u8, steps: usize) -> Setup {
@@ -193,16 +215,16 @@ fn setup(seed: u64, kind: Kind, mode: u8, steps: usize) -> Setup {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     #[test]
     fn sharded_steps_are_the_unsharded_ones(
         seed in any::<u64>(),
-        world in 2usize..=6,
-        kind in 0usize..4,
+        world in 2usize..=8,
+        kind in 0usize..5,
         mode in 0u8..2,
     ) {
-        let kind = [Kind::F32, Kind::F32Bf16Grads, Kind::Master, Kind::Stochastic][kind];
+        let kind = [Kind::F32, Kind::F32Bf16Grads, Kind::F32F16Grads, Kind::Master, Kind::Stochastic][kind];
         let s = setup(seed, kind, mode, 4);
         let mut rng = StdRng::seed_from_u64(seed ^ 1);
         let layout = random_layout(&mut rng, s.table.lengths(), world);

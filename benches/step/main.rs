@@ -7,8 +7,9 @@
 //! Throughput counts 28 bytes per parameter for every variant, the traffic of a fused AdamW step
 //! (f32: read g, p, m, v, write p, m, v; mixed: read bf16 g, f32 master, m, v, write bf16 p, master,
 //! m, v), so GB/s compare directly and the ratio of two GB/s is the ratio of their times.
-//! After criterion, a summary prints the selection's own time, then the medians of alternating
-//! plain and GMT steps and their ratio.
+//! After criterion, a summary prints the selection's own time, the GMT step with mask-stability
+//! tracking against the same step without it, then the medians of alternating plain and GMT steps
+//! and their ratio.
 //!
 //! Run: `cargo bench --bench step`. Results: benches/NOTES.md, "step (CPU)".
 
@@ -187,6 +188,18 @@ fn summary() {
             times[4] * 1e3
         );
     }
+    // Mask-stability tracking (off by default): the same GMT step with and without it.
+    let mut gmt = setup.optimizer(RATIO);
+    let mut tracked = setup.optimizer(RATIO);
+    tracked.track_stability(true);
+    let (t_gmt, t_tracked) = median_steps(&mut setup, &mut gmt, &mut tracked, Precision::F32, 15);
+    println!(
+        "F32 gmt {:.1} ms, with mask stability tracked {:.1} ms: +{:.1} ms ({:+.0}%)",
+        t_gmt * 1e3,
+        t_tracked * 1e3,
+        (t_tracked - t_gmt) * 1e3,
+        (t_tracked / t_gmt - 1.0) * 100.0
+    );
     for precision in PRECISIONS {
         let mut plain = setup.optimizer(0.0);
         let mut gmt = setup.optimizer(RATIO);

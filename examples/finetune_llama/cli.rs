@@ -104,6 +104,22 @@ pub struct Args {
     pub max_grad_norm: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Train every method once per seed: one number N (seeds --seed, --seed+1, ..., N in all) or a
+    /// list (`1,2,3`). The seed drives the batch order, the random mask's draws, HFT's choice of
+    /// frozen matrices and the built-in model's initialisation; the data and its held-out split
+    /// stay those of --seed, so same-seed runs of different methods are paired.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub seeds: Option<Vec<u64>>,
+    /// Mask-ratio sweep: GMT and random mask (and one-off, if in --compare) at each of these
+    /// ratios, for each seed; SFT and HFT once per seed. Writes mask_sweep.png.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 1,
+        allow_negative_numbers = true,
+        conflicts_with = "method"
+    )]
+    pub sweep_mask_ratio: Option<Vec<f64>>,
     /// A JSONL dataset instead of the generated word problems.
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -167,6 +183,10 @@ pub struct Args {
     /// Run on the first CUDA device (needs `--features cuda`).
     #[arg(long)]
     pub cuda: bool,
+    /// Do not track mask stability (GMT and random mask track it on the CPU by default: one more
+    /// read of the gradients per step).
+    #[arg(long)]
+    pub no_mask_stability: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -13,8 +13,13 @@
 //! - `train.rs`: the loop; `optim.rs`: the only caller of the crate's `GmtAdamW`; `methods.rs`:
 //!   SFT, GMT, random, HFT, one-off drop as optimizer set-ups.
 //! - `eval.rs`: loss, exact match, perplexity; `checkpoint.rs`: save and `--resume`.
-//! - `metrics.rs`, `report.rs`, `plot.rs`: metrics.jsonl, summary.json, the table, PNG plots.
+//! - `plan.rs`: the runs of an invocation (`--seeds`, `--sweep-mask-ratio`) and their folders;
+//!   `runs.rs`: runs them on one loaded model and data set (SFT shared per seed).
+//! - `metrics.rs`, `report.rs`, `plot.rs`: metrics.jsonl, summary.json, the table, PNG plots;
+//!   `stats.rs`, `aggregate.rs`: spreads over seeds and paired differences against SFT;
+//!   `outputs.rs`: what a finished invocation writes; `sweep_plot.rs`: mask_sweep.png.
 
+mod aggregate;
 mod checkpoint;
 mod cli;
 mod config;
@@ -29,10 +34,15 @@ mod methods;
 mod metrics;
 mod model;
 mod optim;
+mod outputs;
+mod plan;
 mod plot;
 mod problems;
 mod report;
+mod runs;
 mod setup;
+mod stats;
+mod sweep_plot;
 #[cfg(test)]
 mod tests;
 mod tokenizer;
@@ -47,11 +57,12 @@ use clap::Parser;
 
 use cli::{Args, Method};
 use model::Llama;
+use plan::Plan;
 use report::{write_json, MethodResult};
 pub use setup::builtin_config;
 use setup::{device, load_data, load_examples, load_model, prepare_out, train_config};
 use tokenizer::Tok;
-use train::{eval_subset, host_params, set_params, DataSet};
+use train::{eval_subset, set_params, DataSet, TrainConfig};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -72,6 +83,7 @@ fn main() -> ExitCode {
 
 /// The whole run; returns one result per method.
 pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
+    let plan = Plan::new(args)?; // bad flags fail here, before anything loads
     let device = device(args)?;
     let examples = load_examples(args)?;
     let (model, tok) = load_model(args, &device, &examples)?;
@@ -118,70 +130,25 @@ pub fn run(args: &Args, threads: cpu::Threads) -> Result<Vec<MethodResult>> {
     let out = prepare_out(args)?;
     println!("output: {}", out.display());
     write_json(&out.join("args.json"), &format!("{args:?}"))?;
-    let pretrained = host_params(&model)?;
-    let methods = args.methods();
-    let (mut results, mut sft_run) = (Vec::new(), None);
-    for &method in &methods {
-        let dir = out.join(method.name());
-        std::fs::create_dir_all(&dir)?;
-        if args.resume && dir.join("result.json").exists() {
-            let result: MethodResult =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("result.json"))?)?;
-            println!("[{}] already finished; kept its result", method.name());
-            results.push(result);
-            continue;
-        }
-        match run_method(
-            method,
-            args,
-            &model,
-            &tok,
-            &data,
-            &pretrained,
-            &dir,
-            &mut sft_run,
-        )? {
-            Some(result) => results.push(result),
-            None => {
-                println!(
-                    "[{}] stopped after {} steps (--stop-after); continue with --resume",
-                    method.name(),
-                    args.stop_after.unwrap_or(0)
-                );
-                return Ok(results);
-            }
-        }
+    let executed = runs::execute(&plan, args, &model, &tok, &data, &out)?;
+    if executed.stopped {
+        return Ok(executed.results);
     }
-    let names: Vec<String> = methods.iter().map(|m| m.name().to_string()).collect();
-    report::merge_metrics(&out, &names)?;
-    let runs = names
-        .iter()
-        .map(|m| {
-            Ok((
-                m.clone(),
-                metrics::read_lines(&out.join(m).join("metrics.jsonl"))?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    plot::loss_plot(&out.join("loss.png"), &runs)?;
-    plot::kept_plot(&out.join("kept_fraction.png"), &runs)?;
     let summary = serde_json::json!({
         "model": args.model, "parameters": n_params, "threads": threads.threads, "candle_threads": threads.candle_threads, "ftz": threads.ftz,
         "steps": args.steps, "micro_batch": args.micro_batch, "accum": args.accum, "lr": train_config(args).lr,
         "mask_ratio": args.mask_ratio, "scope": format!("{:?}", args.scope), "masked": format!("{:?}", args.masked),
-        "seed": args.seed, "train_examples": data.train.len(), "heldout_examples": data.heldout.len(),
-        "results": results,
+        "seed": args.seed, "seeds": plan.seeds, "sweep_mask_ratio": args.sweep_mask_ratio,
+        "train_examples": data.train.len(), "heldout_examples": data.heldout.len(),
+        "before_finetuning": executed.before, "aggregate": aggregate::aggregate(&executed.results),
+        "results": executed.results,
     });
-    write_json(&out.join("summary.json"), &summary)?;
-    println!("\n{}", report::table(&results));
-    println!(
-        "wrote {}/{{metrics.jsonl, summary.json, loss.png, kept_fraction.png}}",
-        out.display()
-    );
-    Ok(results)
+    outputs::write(&out, args, &plan, &executed, &summary)?;
+    Ok(executed.results)
 }
 
-/// Trains and evaluates one method (one-off reuses the SFT run of this process when there is one).
+/// Trains and evaluates one method (one-off reuses the SFT run of this process when there is one);
+/// `label` names the run in progress lines.
 #[allow(clippy::too_many_arguments)]
 fn run_method(
     method: Method,
@@ -192,9 +159,13 @@ fn run_method(
     pretrained: &[Vec<f32>],
     dir: &Path,
     sft_run: &mut Option<train::Outcome>,
+    label: &str,
 ) -> Result<Option<MethodResult>> {
     let started = Instant::now();
-    let cfg = train_config(args);
+    let cfg = TrainConfig {
+        label: label.to_string(),
+        ..train_config(args)
+    };
     set_params(model, pretrained)?;
     let outcome = match (method, sft_run.as_ref()) {
         (Method::Oneoff, Some(sft)) => {
@@ -235,29 +206,22 @@ fn run_method(
         );
     }
     set_params(model, &params)?;
-    let heldout_loss = eval::heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-    let em = eval::exact_match(
-        model,
-        tok,
-        eval_subset(data, &cfg),
-        cfg.max_new_tokens,
-        64,
-        0,
-    )?;
+    let (heldout_loss, em) = train::heldout_scores(model, tok, data, &cfg)?;
+    let mask_ratio = if plan::masks(method) {
+        args.mask_ratio
+    } else {
+        0.0
+    };
     let mut log = metrics::Metrics::open(&dir.join("metrics.jsonl"), Some(cfg.steps))?;
-    log.write(serde_json::json!({"kind": "eval", "method": method.name(), "step": cfg.steps, "heldout_loss": heldout_loss, "exact_match": em}))?;
+    log.write(serde_json::json!({"kind": "eval", "method": method.name(), "seed": args.seed, "mask_ratio": mask_ratio, "step": cfg.steps, "heldout_loss": heldout_loss, "exact_match": em}))?;
     println!(
-        "[{}] held-out loss {heldout_loss:.4}, exact match {:.1}%",
-        method.name(),
+        "[{label}] held-out loss {heldout_loss:.4}, exact match {:.1}%",
         em * 100.0
     );
     let result = MethodResult {
         method: method.name().into(),
-        mask_ratio: if matches!(method, Method::Gmt | Method::Random | Method::Oneoff) {
-            args.mask_ratio
-        } else {
-            0.0
-        },
+        mask_ratio,
+        seed: args.seed,
         heldout_exact_match: em,
         heldout_loss,
         step_s: outcome.step_s,
@@ -269,6 +233,7 @@ fn run_method(
         final_train_loss: outcome.train_losses.last().copied().unwrap_or(f64::NAN),
         steps: cfg.steps,
         wall_s: started.elapsed().as_secs_f64(),
+        mask_stability: outcome.mask_stability,
     };
     write_json(&dir.join("result.json"), &result)?;
     Ok(Some(result))

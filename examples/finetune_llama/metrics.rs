@@ -1,4 +1,5 @@
-//! `metrics.jsonl` (one JSON object per line, flushed as written) and the per-layer kept fraction.
+//! `metrics.jsonl` (one JSON object per line, flushed as written), the per-layer kept fraction and
+//! the per-layer mask stability.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use anyhow::{Context, Result};
 use gradmask::{GroupStats, Scope};
 
 use crate::model::Llama;
-use crate::optim::{MaskMode, OptimSpec, StepReport};
+use crate::optim::{MaskMode, MaskStability, OptimSpec, StepReport};
 
 pub struct Metrics {
     path: PathBuf,
@@ -108,6 +109,26 @@ pub fn kept_by_layer(
         .collect())
 }
 
+/// Mask stability of a step: over the whole model and per transformer layer, the fraction of the
+/// entries kept at this step that were also kept at the step before. `None` when not tracked, on a
+/// skipped step, and at the first step (nothing to compare with); a layer with nothing kept gets
+/// `None`.
+pub fn stability_by_layer(
+    model: &Llama,
+    stability: Option<&MaskStability>,
+    report: &StepReport,
+) -> Option<(f64, Vec<Option<f64>>)> {
+    let stability = stability.filter(|s| !report.skipped && s.step == report.step)?;
+    let whole = stability.fraction(0..model.params.len())?;
+    let layers = (0..model.cfg.num_hidden_layers)
+        .map(|layer| {
+            let mine = model.params.iter().enumerate();
+            stability.fraction(mine.filter(|(_, p)| p.layer == Some(layer)).map(|(i, _)| i))
+        })
+        .collect();
+    Some((whole, layers))
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
@@ -154,6 +175,7 @@ mod tests {
                 .count() as u64)
         };
         let spec = |frozen| OptimSpec {
+            track_stability: false,
             adamw: AdamWConfig::default(),
             mask,
             mode: MaskMode::Gmt,

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use gradmask::{GroupStats, MaskConfig, TensorTable};
 
-pub use gradmask::{AdamWConfig, GmtAdamW, MaskMode, StepReport};
+pub use gradmask::{AdamWConfig, GmtAdamW, MaskMode, MaskStability, StepReport};
 
 use crate::model::Llama;
 use crate::train::{host_params, set_params};
@@ -25,6 +25,8 @@ pub struct OptimSpec {
     pub mode: MaskMode,
     /// HFT: tensors left out of every update.
     pub frozen: Option<Vec<bool>>,
+    /// Track mask stability (CPU only so far; see `Optimizer::stability`).
+    pub track_stability: bool,
 }
 
 pub struct Optimizer {
@@ -71,6 +73,7 @@ impl Optimizer {
         if let Some(frozen) = &spec.frozen {
             inner.set_frozen(frozen)?;
         }
+        inner.track_stability(spec.track_stability);
         Ok(Optimizer {
             backend: Backend::Host {
                 inner: Box::new(inner),
@@ -134,6 +137,16 @@ impl Optimizer {
                 .count() as u64),
             #[cfg(feature = "cuda")]
             Backend::Device(device) => device.count_kept(index, stats),
+        }
+    }
+
+    /// The mask stability of the last step taken, when tracked (the CUDA optimizer does not track
+    /// it yet: `None` there).
+    pub fn stability(&self) -> Option<&MaskStability> {
+        match &self.backend {
+            Backend::Host { inner, .. } => inner.stability(),
+            #[cfg(feature = "cuda")]
+            Backend::Device(_) => None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! so no system fonts are needed.
 //! - `loss.png`: training loss per method (a 10-step moving average), held-out loss as dots.
 //! - `kept_fraction.png`: per masked method, the fraction of each layer's entries updated per step.
+//! - `mask_stability.png`: per masked method, each layer's mask stability per step.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-const COLORS: [RGBColor; 8] = [
+pub const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -21,7 +22,7 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn fonts() {
+pub fn fonts() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
@@ -49,22 +50,22 @@ fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
 
 /// `runs` holds (method, its metrics lines).
 /// A chart of both plots: f64 axes on a bitmap.
-type Chart<'a, 'b> =
+pub type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The legend's sample of a line of `color`.
-fn legend_mark(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+pub fn legend_mark(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
 }
 
 /// Draws the chart's legend (boxed, semi-transparent).
-fn draw_legend<'a>(chart: &mut Chart<'a, 'a>) -> Result<()> {
+pub fn draw_legend<'a>(chart: &mut Chart<'a, 'a>) -> Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -124,6 +125,36 @@ pub fn loss_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Resu
 
 /// One panel per method whose kept fraction is not 1 everywhere.
 pub fn kept_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Result<()> {
+    layer_plot(
+        path,
+        runs,
+        "kept_by_layer",
+        "fraction of each layer's entries updated",
+        "kept",
+    )
+}
+
+/// One panel per run with mask stability: per layer, the fraction of the entries kept at a step
+/// that were also kept at the step before.
+pub fn stability_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Result<()> {
+    layer_plot(
+        path,
+        runs,
+        "stability_by_layer",
+        "mask stability per layer (kept at t and t-1 / kept at t)",
+        "stability",
+    )
+}
+
+/// One panel per run whose per-layer series `key` exists and is not 1 everywhere; one line per
+/// layer against the step.
+fn layer_plot(
+    path: &Path,
+    runs: &[(String, Vec<serde_json::Value>)],
+    key: &str,
+    caption: &str,
+    y_desc: &str,
+) -> Result<()> {
     fonts();
     type Layers = Vec<Vec<(f64, f64)>>;
     let panels: Vec<(&String, Layers)> = runs
@@ -135,11 +166,11 @@ pub fn kept_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Resu
                 .filter_map(|v| {
                     Some((
                         v["step"].as_f64()?,
-                        v["kept_by_layer"]
+                        v[key]
                             .as_array()?
                             .iter()
-                            .filter_map(|x| x.as_f64())
-                            .collect(),
+                            .map(|x| x.as_f64())
+                            .collect::<Option<Vec<f64>>>()?,
                     ))
                 })
                 .collect();
@@ -165,10 +196,7 @@ pub fn kept_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Resu
     {
         let x_max = layers.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
         let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("{method}: fraction of each layer's entries updated"),
-                ("sans-serif", 18),
-            )
+            .caption(format!("{method}: {caption}"), ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(32)
             .y_label_area_size(48)
@@ -177,7 +205,7 @@ pub fn kept_plot(path: &Path, runs: &[(String, Vec<serde_json::Value>)]) -> Resu
         chart
             .configure_mesh()
             .x_desc("step")
-            .y_desc("kept")
+            .y_desc(y_desc)
             .draw()
             .map_err(err)?;
         for (l, points) in layers.iter().enumerate() {

@@ -13,6 +13,9 @@ pub struct MethodResult {
     pub method: String,
     /// Mask ratio the method ran with (for one-off: the fraction of the delta dropped).
     pub mask_ratio: f64,
+    /// The run's seed (batch order, random mask, HFT's choice, the built-in model's init).
+    #[serde(default)]
+    pub seed: u64,
     pub heldout_exact_match: f64,
     pub heldout_loss: f64,
     /// Median wall time of one optimizer step, and its split (forward, backward, optimizer).
@@ -28,6 +31,10 @@ pub struct MethodResult {
     pub steps: u64,
     /// Wall time of the whole method, evaluation included.
     pub wall_s: f64,
+    /// Mask stability over the second half of training: the fraction of the entries kept at a
+    /// step that were also kept at the step before, over every layer (masking methods only).
+    #[serde(default)]
+    pub mask_stability: Option<f64>,
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -106,14 +113,15 @@ pub fn timestamp() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    #[test]
-    fn table_has_a_row_per_method() {
-        let r = MethodResult {
+    /// A result with every field set (GMT at 0.5, 25% exact match).
+    pub fn result() -> MethodResult {
+        MethodResult {
             method: "gmt".into(),
             mask_ratio: 0.5,
+            seed: 1,
             heldout_exact_match: 0.25,
             heldout_loss: 1.5,
             step_s: 0.1,
@@ -125,7 +133,13 @@ mod tests {
             final_train_loss: 1.0,
             steps: 10,
             wall_s: 2.0,
-        };
+            mask_stability: None,
+        }
+    }
+
+    #[test]
+    fn table_has_a_row_per_method() {
+        let r = result();
         let text = table(&[
             r.clone(),
             MethodResult {

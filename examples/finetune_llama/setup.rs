@@ -141,5 +141,6 @@ pub fn train_config(args: &Args) -> TrainConfig {
         save_every: args.save_every,
         progress: !args.quiet,
         stop_after: args.stop_after,
+        label: String::new(),
     }
 }

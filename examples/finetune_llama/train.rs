@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::checkpoint;
 use crate::data::{make_batch, micro_batch_indices, Example, Tokenized};
 use crate::eval::{exact_match, heldout_loss, mean_nll};
-use crate::metrics::{kept_by_layer, Metrics};
+use crate::metrics::{kept_by_layer, stability_by_layer, Metrics};
 use crate::model::Llama;
 use crate::optim::{OptimSpec, Optimizer};
 use crate::tokenizer::Tok;
@@ -34,6 +34,8 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Stop after this many steps without finishing, as if killed (for testing `--resume`).
     pub stop_after: Option<u64>,
+    /// Names the run in progress lines (`run 3/12 gmt r0.2 seed 43`); the method when empty.
+    pub label: String,
 }
 
 /// The data a run trains and evaluates on.
@@ -57,6 +59,8 @@ pub struct Outcome {
     pub steps_run: u64,
     /// True when `stop_after` ended the run early.
     pub stopped: bool,
+    /// Mean mask stability over the second half of the steps (masking methods, when tracked).
+    pub mask_stability: Option<f64>,
     /// Final weights, in parameter order.
     pub params: Vec<Vec<f32>>,
 }
@@ -123,14 +127,23 @@ pub fn train(
         }
     }
     let mut metrics = Metrics::open(&dir.join("metrics.jsonl"), resume.then_some(start))?;
-    let bar = progress_bar(cfg, method, start);
+    let label = if cfg.label.is_empty() {
+        method
+    } else {
+        &cfg.label
+    };
+    let bar = progress_bar(cfg, label, start);
     let mut out = Outcome::default();
+    let mut stabilities: Vec<(u64, f64)> = Vec::new(); // (step, whole-model mask stability)
     if start > 0 {
         // The losses before the checkpoint, so the outcome covers the whole run (times and
         // tokens/s cover only the steps run in this process).
         let earlier = crate::metrics::read_lines(&dir.join("metrics.jsonl"))?;
         let train = earlier.iter().filter(|v| v["kind"] == "train");
-        out.train_losses = train.filter_map(|v| v["loss"].as_f64()).collect();
+        out.train_losses = train.clone().filter_map(|v| v["loss"].as_f64()).collect();
+        stabilities = train
+            .filter_map(|v| Some((v["step"].as_u64()?, v["stability"].as_f64()?)))
+            .collect();
     }
     let (mut total_tokens, mut total_time) = (0usize, 0.0);
     let mut times = Vec::new();
@@ -166,10 +179,16 @@ pub fn train(
         total_time += step_s;
         let kept = kept_by_layer(model, &report, spec, |i, s| optimizer.count_kept(i, s))?;
         let sum = |f: fn(&gradmask::GroupStats) -> u64| report.groups.iter().map(f).sum::<u64>();
+        let stability = stability_by_layer(model, optimizer.stability(), &report);
+        if let Some((whole, _)) = stability {
+            stabilities.push((step + 1, whole));
+        }
+        let (stability, layer_stability) = stability.unzip();
         metrics.write(json!({
-            "kind": "train", "method": method, "step": step + 1, "loss": loss, "lr": lr,
+            "kind": "train", "method": method, "seed": cfg.seed, "mask_ratio": spec.mask.mask_ratio, "step": step + 1, "loss": loss, "lr": lr,
             "grad_norm": report.grad_norm, "skipped": report.skipped, "tokens": tokens,
             "step_s": step_s, "fwd_s": fwd_s, "bwd_s": bwd_s, "opt_s": opt_s, "kept_by_layer": kept,
+            "stability": stability, "stability_by_layer": layer_stability,
             "kept": sum(|g| g.kept), "target": sum(|g| g.target), "len": sum(|g| g.len),
         }))?;
         let tps = total_tokens as f64 / total_time;
@@ -179,22 +198,14 @@ pub fn train(
             && cfg.progress
             && (done % (cfg.steps / 10).max(1) == 0 || done == cfg.steps)
         {
-            println!("  [{method}] step {done}/{}: {message}", cfg.steps); // no terminal: plain lines
+            println!("  [{label}] step {done}/{}: {message}", cfg.steps); // no terminal: plain lines
         }
         bar.set_message(message);
         bar.inc(1);
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < cfg.steps {
-            let eval_loss = heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
-            let em = exact_match(
-                model,
-                tok,
-                eval_subset(data, cfg),
-                cfg.max_new_tokens,
-                64,
-                0,
-            )?;
+            let (eval_loss, em) = heldout_scores(model, tok, data, cfg)?;
             let line = format!(
-                "  [{method}] step {done}: held-out loss {eval_loss:.4}, exact match {:.1}%",
+                "  [{label}] step {done}: held-out loss {eval_loss:.4}, exact match {:.1}%",
                 em * 100.0
             );
             if bar.is_hidden() {
@@ -202,7 +213,7 @@ pub fn train(
             } else {
                 bar.println(line);
             }
-            metrics.write(json!({"kind": "eval", "method": method, "step": done, "heldout_loss": eval_loss, "exact_match": em}))?;
+            metrics.write(json!({"kind": "eval", "method": method, "seed": cfg.seed, "mask_ratio": spec.mask.mask_ratio, "step": done, "heldout_loss": eval_loss, "exact_match": em}))?;
         }
         if cfg.save_every > 0 && (done % cfg.save_every == 0 || done == cfg.steps) {
             checkpoint::save(dir, model, tok, &mut optimizer, done, cfg.steps)?;
@@ -224,6 +235,12 @@ pub fn train(
         0.0
     };
     out.params = optimizer.params()?;
+    let late: Vec<f64> = stabilities
+        .iter()
+        .filter(|(s, _)| *s > cfg.steps / 2)
+        .map(|(_, x)| *x)
+        .collect();
+    out.mask_stability = (!late.is_empty()).then(|| late.iter().sum::<f64>() / late.len() as f64);
     Ok(out)
 }
 
@@ -232,6 +249,26 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Held-out loss (in batches of twice the micro-batch) and exact match (greedy, in batches of 64)
+/// of the model as it is.
+pub fn heldout_scores(
+    model: &Llama,
+    tok: &Tok,
+    data: &DataSet,
+    cfg: &TrainConfig,
+) -> Result<(f64, f64)> {
+    let loss = heldout_loss(model, &data.heldout, cfg.micro_batch * 2, tok.pad())?;
+    let em = exact_match(
+        model,
+        tok,
+        eval_subset(data, cfg),
+        cfg.max_new_tokens,
+        64,
+        0,
+    )?;
+    Ok((loss, em))
 }
 
 /// The held-out examples exact match is measured on.

@@ -294,6 +294,9 @@ impl GmtAdamW {
         self.step = step;
         self.precision = precision;
         self.set_mode(mode);
+        if let Some(tracker) = &mut self.stability {
+            tracker.forget(); // the checkpoint holds no mask to compare the next step with
+        }
         Ok(())
     }
 }

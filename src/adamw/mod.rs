@@ -8,6 +8,8 @@
 //!   `slots`: how f32, bf16+master and bf16 stochastic parameters are read and written.
 //! - `optimizer`: [`GmtAdamW`] (construction, the public step entry points, input checks) and
 //!   [`Precision`]; `step`: the stages of a step (selection or scan, fused update, report).
+//! - `stability`: [`MaskStability`], the fraction of each tensor's kept entries that were kept at
+//!   the step before (opt-in with `GmtAdamW::track_stability`; free when off).
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
 //!   [`table_fingerprint`]; a sharded rank saves and loads its own slices.
 //! - `sharded`: `GmtAdamW::sharded` (one rank of a sharded model) and its step's exchange when no
@@ -47,10 +49,12 @@ pub mod math;
 mod optimizer;
 mod sharded;
 mod slots;
+mod stability;
 mod state;
 mod step;
 
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};
 pub use optimizer::{GmtAdamW, Precision};
+pub use stability::{MaskStability, TensorStability};
 pub(crate) use state::HostState;

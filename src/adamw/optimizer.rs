@@ -18,6 +18,7 @@ use std::ops::Range;
 use super::config::{AdamWConfig, MaskMode, StepReport};
 use super::cpu::{chunk_list, Chunk, KeepRule, SharedPtr};
 use super::sharded::OptShards;
+use super::stability::{MaskStability, Tracker};
 use crate::cpu::exact_sum::ExactSum;
 use crate::work::whole_tensors;
 use crate::rng::{stream, ROUNDING_DOMAIN};
@@ -86,6 +87,8 @@ pub struct GmtAdamW {
     pub(super) bf16_ptrs: Vec<SharedPtr<bf16>>,
     pub(super) groups: Vec<GroupStats>,
     pub(super) sum_sq: f64,
+    /// Mask-stability tracking: `None` (the default) costs nothing.
+    pub(super) stability: Option<Tracker>,
 }
 
 impl GmtAdamW {
@@ -139,6 +142,7 @@ impl GmtAdamW {
             bf16_ptrs: vec![SharedPtr(std::ptr::null_mut()); n],
             groups: vec![GroupStats::default(); map.n_groups()],
             sum_sq: 0.0,
+            stability: None,
             chunks,
             group_chunks,
             group_chunk_off,
@@ -179,6 +183,24 @@ impl GmtAdamW {
         self.table.check_count("frozen flags", frozen.len())?;
         self.frozen.copy_from_slice(frozen);
         Ok(())
+    }
+
+    /// Turns mask-stability tracking on or off (see [`MaskStability`]). On allocates one bit per
+    /// entry and adds one pass over the gradients to every step taken; off frees the bits. The
+    /// first step taken after turning it on has no previous mask to compare with.
+    pub fn track_stability(&mut self, on: bool) {
+        if !on {
+            self.stability = None;
+        } else if self.stability.is_none() {
+            self.stability = Some(Tracker::new(&self.chunks, self.table.len()));
+        }
+    }
+
+    /// The mask stability of the last step taken, when tracking is on and a step has been taken
+    /// since it was turned on (a skipped step leaves it as it was: compare its `step` with the
+    /// report's).
+    pub fn stability(&self) -> Option<&MaskStability> {
+        self.stability.as_ref().and_then(Tracker::last)
     }
 
     /// Steps taken so far (skipped steps do not count).

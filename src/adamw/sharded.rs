@@ -111,7 +111,7 @@ impl GmtAdamW {
             MaskMode::Gmt => (1, 0),
             MaskMode::Random { seed } => (2, seed),
         };
-        let precision = precision.name().bytes().fold(0u64, |h, b| h * 131 + u64::from(b));
+        let precision = hash_all(precision.name().bytes().map(u64::from));
         hash_all([self.step + 1, precision, lr.to_bits(), mode, mask_seed, seed])
     }
 

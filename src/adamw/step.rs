@@ -1,6 +1,7 @@
 //! The stages of one `GmtAdamW` step after its inputs are checked: `prepare` (the selection, or
 //! the read-only scan when no selection runs) decides skip, norm and keep rules; `apply` runs the
-//! fused update and advances the counter; `report` describes the result.
+//! fused update (then, when tracked, the mask-stability pass) and advances the counter; `report`
+//! describes the result.
 
 use rayon::prelude::*;
 
@@ -174,6 +175,9 @@ impl GmtAdamW {
                     self.groups[self.map.group_of[c.tensor] as usize].kept += kept;
                 }
             }
+        }
+        if let Some(tracker) = &mut self.stability {
+            tracker.record(&self.chunks, &self.rules, grads, step);
         }
         self.step = step;
         self.precision = Some(precision);

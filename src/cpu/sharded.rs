@@ -188,10 +188,19 @@ impl CpuSelector {
         self.selection.dtype = T::DTYPE;
         self.selection.sum_sq = sh.exchange.total().to_f64();
         self.selection.non_finite = sh.exchange.total_non_finite();
-        for (state, stats) in self.states.iter().zip(&mut self.selection.groups) {
+        let exchange = &sh.exchange;
+        for (g, (state, stats)) in self.states.iter().zip(&mut self.selection.groups).enumerate() {
             debug_assert_eq!(state.stage, Stage::Done);
-            stats.threshold_key = state.threshold_key;
-            stats.kept = state.kept;
+            let len = self.map.group_len[g];
+            *stats = GroupStats {
+                len,
+                target: kept_target(len, mask_ratio),
+                sum_sq: exchange.sums[g].to_f64(),
+                non_finite: exchange.non_finite(g),
+                threshold_key: state.threshold_key,
+                kept: state.kept,
+                ..GroupStats::default()
+            };
         }
         self.selection.finish_thresholds();
         Ok(())
@@ -246,23 +255,16 @@ impl CpuSelector {
         }
     }
 
-    /// Per group, from the reduced exchange: stats, target and the first bucket.
+    /// Per group, from the reduced exchange: target and the first bucket (the selection itself
+    /// is written only once every collective has succeeded).
     fn choose_shared_first_buckets(&mut self, sh: &Sharded, mask_ratio: f64, shift: u32) {
         let exchange = &sh.exchange;
         let lens = &self.map.group_len;
         self.states
             .par_iter_mut()
-            .zip(self.selection.groups.par_iter_mut())
             .enumerate()
-            .for_each(|(g, (state, stats))| {
+            .for_each(|(g, state)| {
                 let target = kept_target(lens[g], mask_ratio);
-                *stats = GroupStats {
-                    len: lens[g],
-                    target,
-                    sum_sq: exchange.sums[g].to_f64(),
-                    non_finite: exchange.non_finite(g),
-                    ..GroupStats::default()
-                };
                 *state = GroupState {
                     target,
                     shift: shift + FIRST_DIGIT_BITS,

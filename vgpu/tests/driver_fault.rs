@@ -6,8 +6,9 @@ use std::ffi::{c_void, CString};
 use std::ptr::{null, null_mut};
 
 use gradmask_vgpu::driver::api_device::*;
-use gradmask_vgpu::driver::api_exec::*;
 use gradmask_vgpu::driver::api_memory::*;
+use gradmask_vgpu::driver::api_module::*;
+use gradmask_vgpu::driver::api_stream::*;
 
 const SUCCESS: u32 = 0;
 const ILLEGAL_ADDRESS: u32 = 700;

@@ -10,6 +10,7 @@
 mod formats;
 #[cfg(feature = "cuda")]
 mod gpu;
+mod seeds;
 mod training;
 
 use std::path::{Path, PathBuf};

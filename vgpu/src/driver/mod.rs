@@ -2,13 +2,14 @@
 //!
 //! - `state`: the device (memory, modules, streams and their deferred work, events);
 //! - `code`: CUresult codes and fault reporting;
-//! - `api_device`, `api_memory`, `api_exec`: the entry points, by family;
+//! - `api_device`, `api_memory`, `api_stream`, `api_module`: the entry points, by family;
 //! - every other driver symbol cudarc knows is a generated stub that names itself on stderr and
 //!   returns `CUDA_ERROR_NOT_SUPPORTED` (`build.rs`, from `driver_symbols.txt`).
 
 pub mod api_device;
-pub mod api_exec;
 pub mod api_memory;
+pub mod api_module;
+pub mod api_stream;
 pub mod code;
 pub mod state;
 

@@ -2,8 +2,9 @@
 //! divergent lane groups.
 //!
 //! - `memory`: device memory with its shadows; `shared`: a block's shared memory with its own.
-//! - `warp`: a warp's lanes (registers, lane groups by program counter, waits at barriers and
-//!   warp-synchronous instructions); `step`: one instruction's semantics; `alu`: lane arithmetic.
+//! - `warp`: blocks and warps (registers, lane groups by program counter, scheduling); `sync`:
+//!   barriers, exits and warp-synchronous instructions; `step`: one instruction's semantics;
+//!   `access`: loads, stores and atomics; `lanes`, `alu`: lane arithmetic.
 //!
 //! Scheduling: with seed 0, blocks run in order one at a time and each warp runs until it waits.
 //! With any other seed, the block order is a random permutation, 1 to 4 blocks are resident and
@@ -18,6 +19,7 @@ mod lanes;
 pub mod memory;
 pub mod shared;
 mod step;
+mod sync;
 mod warp;
 
 use crate::ptx::ir::Kernel;

@@ -1,7 +1,9 @@
-//! PTX front end: tokens (`lex`), the kernel structure (`parse`), instructions (`lower`), and the
-//! decoded form the executor runs (`ir`).
+//! PTX front end: tokens (`lex`), the module's directives (`parse`), each kernel's body
+//! (`kernel`), instructions (`lower`), register packing (`regalloc`), and the decoded form the
+//! executor runs (`ir`).
 
 pub mod ir;
+mod kernel;
 mod lex;
 mod lower;
 mod parse;

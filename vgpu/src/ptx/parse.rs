@@ -1,11 +1,8 @@
-//! PTX text to `ir::Module`: directives, kernels, register scopes, labels. Instruction operands
-//! are lowered by `lower.rs`.
+//! PTX text to `ir::Module`: the module's directives and shared variables, and the token cursor
+//! and declaration helpers `kernel.rs` uses for each `.entry`.
 
-use std::collections::HashMap;
-
-use super::ir::{Instr, Kernel, Module, Param, Reg, Ty};
+use super::ir::{Module, Reg, Ty};
 use super::lex::{tokenize, Tok, Token};
-use super::lower::{lower, Lowered, RawOperand};
 use super::ParseError;
 
 /// What a name in a kernel body refers to.
@@ -18,26 +15,26 @@ pub enum Sym {
     Param(u32),
 }
 
-struct Cursor<'a> {
-    toks: &'a [Token],
-    pos: usize,
+pub(super) struct Cursor<'a> {
+    pub toks: &'a [Token],
+    pub pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<&'a Tok> {
+    pub(super) fn peek(&self) -> Option<&'a Tok> {
         self.toks.get(self.pos).map(|t| &t.tok)
     }
-    fn line(&self) -> u32 {
+    pub(super) fn line(&self) -> u32 {
         self.toks
             .get(self.pos.min(self.toks.len().saturating_sub(1)))
             .map_or(0, |t| t.line)
     }
-    fn next(&mut self) -> Option<&'a Tok> {
+    pub(super) fn next(&mut self) -> Option<&'a Tok> {
         let t = self.toks.get(self.pos).map(|t| &t.tok);
         self.pos += 1;
         t
     }
-    fn err(&self, reason: impl Into<String>) -> ParseError {
+    pub(super) fn err(&self, reason: impl Into<String>) -> ParseError {
         let token = match self.peek() {
             Some(Tok::Ident(s)) | Some(Tok::Num(s)) | Some(Tok::Str(s)) => s.clone(),
             Some(Tok::Punct(c)) => c.to_string(),
@@ -49,7 +46,7 @@ impl<'a> Cursor<'a> {
             reason: reason.into(),
         }
     }
-    fn punct(&mut self, c: char) -> Result<(), ParseError> {
+    pub(super) fn punct(&mut self, c: char) -> Result<(), ParseError> {
         if self.peek() == Some(&Tok::Punct(c)) {
             self.pos += 1;
             Ok(())
@@ -57,7 +54,7 @@ impl<'a> Cursor<'a> {
             Err(self.err(format!("expected '{c}'")))
         }
     }
-    fn eat(&mut self, c: char) -> bool {
+    pub(super) fn eat(&mut self, c: char) -> bool {
         if self.peek() == Some(&Tok::Punct(c)) {
             self.pos += 1;
             true
@@ -65,7 +62,7 @@ impl<'a> Cursor<'a> {
             false
         }
     }
-    fn ident(&mut self) -> Result<&'a str, ParseError> {
+    pub(super) fn ident(&mut self) -> Result<&'a str, ParseError> {
         match self.peek() {
             Some(Tok::Ident(s)) => {
                 self.pos += 1;
@@ -74,7 +71,7 @@ impl<'a> Cursor<'a> {
             _ => Err(self.err("expected a name")),
         }
     }
-    fn number(&mut self) -> Result<u64, ParseError> {
+    pub(super) fn number(&mut self) -> Result<u64, ParseError> {
         match self.peek() {
             Some(Tok::Num(s)) => {
                 let v = parse_int(s).ok_or_else(|| self.err("bad integer"))?;
@@ -84,7 +81,7 @@ impl<'a> Cursor<'a> {
             _ => Err(self.err("expected a number")),
         }
     }
-    fn skip_to_semicolon(&mut self) {
+    pub(super) fn skip_to_semicolon(&mut self) {
         while let Some(t) = self.next() {
             if *t == Tok::Punct(';') {
                 break;
@@ -108,13 +105,13 @@ pub fn parse_int(s: &str) -> Option<u64> {
 }
 
 /// A variable declaration's alignment, type and element count (`.align 4 .b8 name[8192]`).
-struct VarDecl {
-    name: String,
-    align: u32,
-    bytes: u32,
+pub(super) struct VarDecl {
+    pub name: String,
+    pub align: u32,
+    pub bytes: u32,
 }
 
-fn var_decl(c: &mut Cursor) -> Result<VarDecl, ParseError> {
+pub(super) fn var_decl(c: &mut Cursor) -> Result<VarDecl, ParseError> {
     let mut align = 0;
     let mut ty = None;
     loop {
@@ -152,7 +149,7 @@ fn var_decl(c: &mut Cursor) -> Result<VarDecl, ParseError> {
     })
 }
 
-fn align_up(x: u32, a: u32) -> u32 {
+pub(super) fn align_up(x: u32, a: u32) -> u32 {
     x.div_ceil(a.max(1)) * a.max(1)
 }
 
@@ -202,7 +199,7 @@ pub fn parse(text: &str) -> Result<Module, ParseError> {
             }
             ".entry" => {
                 c.next();
-                let kernel = entry(&mut c, &module_shared, &mut module.opcodes)?;
+                let kernel = super::kernel::entry(&mut c, &module_shared, &mut module.opcodes)?;
                 module.kernels.push(kernel);
             }
             ".func" => return Err(c.err(".func is not supported (only .entry kernels)")),
@@ -213,389 +210,4 @@ pub fn parse(text: &str) -> Result<Module, ParseError> {
         }
     }
     Ok(module)
-}
-
-struct Body {
-    scopes: Vec<HashMap<String, Sym>>,
-    reg_bits: Vec<u8>,
-    labels: HashMap<String, u32>,
-    instrs: Vec<Instr>,
-    text: Vec<String>,
-    /// (instruction index, label) of branches to resolve.
-    fixups: Vec<(usize, String, u32)>,
-}
-
-impl Body {
-    fn lookup(&self, name: &str) -> Option<Sym> {
-        self.scopes.iter().rev().find_map(|s| s.get(name).copied())
-    }
-    fn declare_reg(&mut self, name: String, bits: u8) {
-        let reg = self.reg_bits.len() as Reg;
-        self.reg_bits.push(bits);
-        self.scopes.last_mut().unwrap().insert(name, Sym::Reg(reg));
-    }
-}
-
-fn entry(
-    c: &mut Cursor,
-    module_shared: &[VarDecl],
-    opcodes: &mut std::collections::BTreeSet<String>,
-) -> Result<Kernel, ParseError> {
-    let name = c.ident()?.to_string();
-    let mut body = Body {
-        scopes: vec![HashMap::new()],
-        reg_bits: Vec::new(),
-        labels: HashMap::new(),
-        instrs: Vec::new(),
-        text: Vec::new(),
-        fixups: Vec::new(),
-    };
-    // Parameters.
-    let mut params = Vec::new();
-    let mut param_bytes = 0u32;
-    c.punct('(')?;
-    if !c.eat(')') {
-        loop {
-            if c.ident()? != ".param" {
-                return Err(c.err("expected .param"));
-            }
-            let decl = var_decl(c)?;
-            let offset = align_up(param_bytes, decl.align);
-            param_bytes = offset + decl.bytes;
-            body.scopes[0].insert(decl.name.clone(), Sym::Param(offset));
-            params.push(Param {
-                name: decl.name,
-                offset,
-                size: decl.bytes,
-            });
-            if c.eat(')') {
-                break;
-            }
-            c.punct(',')?;
-        }
-    }
-    // Performance directives.
-    let mut max_ntid = None;
-    while let Some(Tok::Ident(d)) = c.peek() {
-        match d.as_str() {
-            ".maxntid" | ".reqntid" => {
-                c.next();
-                let mut dims = [1u32; 3];
-                dims[0] = c.number()? as u32;
-                for dim in dims.iter_mut().skip(1) {
-                    if !c.eat(',') {
-                        break;
-                    }
-                    *dim = c.number()? as u32;
-                }
-                max_ntid = Some(dims);
-            }
-            ".minnctapersm" | ".maxnreg" | ".maxnctapersm" => {
-                c.next();
-                c.number()?;
-            }
-            _ => return Err(c.err("unsupported kernel directive")),
-        }
-    }
-    // Shared layout: module-level variables, then the kernel's own (added while parsing).
-    let mut shared_bytes = 0u32;
-    let mut dynamic = Vec::new();
-    for decl in module_shared {
-        if decl.bytes == 0 {
-            dynamic.push(decl);
-            continue;
-        }
-        let offset = align_up(shared_bytes, decl.align);
-        shared_bytes = offset + decl.bytes;
-        body.scopes[0].insert(decl.name.clone(), Sym::Shared(offset));
-    }
-    c.punct('{')?;
-    let mut depth = 1;
-    let mut used_mask = None;
-    let mut unsupported: Vec<ParseError> = Vec::new();
-    while depth > 0 {
-        let line = c.line();
-        let Some(t) = c.next() else {
-            return Err(c.err("unterminated kernel body"));
-        };
-        match t {
-            Tok::Punct('{') => {
-                depth += 1;
-                body.scopes.push(HashMap::new());
-            }
-            Tok::Punct('}') => {
-                depth -= 1;
-                if depth > 0 {
-                    body.scopes.pop();
-                }
-            }
-            Tok::Ident(s) if s == ".reg" => {
-                let ty_name = c.ident()?;
-                let ty = ty_name
-                    .strip_prefix('.')
-                    .and_then(Ty::parse)
-                    .ok_or_else(|| c.err("unsupported register type"))?;
-                loop {
-                    let rname = c.ident()?.to_string();
-                    if c.eat('<') {
-                        let n = c.number()?;
-                        c.punct('>')?;
-                        for i in 0..n {
-                            body.declare_reg(format!("{rname}{i}"), ty.bits() as u8);
-                        }
-                    } else {
-                        body.declare_reg(rname, ty.bits() as u8);
-                    }
-                    if !c.eat(',') {
-                        break;
-                    }
-                }
-                c.punct(';')?;
-            }
-            Tok::Ident(s) if s == ".shared" => {
-                let decl = var_decl(c)?;
-                c.punct(';')?;
-                let offset = align_up(shared_bytes, decl.align);
-                shared_bytes = offset + decl.bytes;
-                body.scopes
-                    .last_mut()
-                    .unwrap()
-                    .insert(decl.name, Sym::Shared(offset));
-            }
-            Tok::Ident(s) if s == ".pragma" => {
-                if let Some(Tok::Str(p)) = c.next() {
-                    if let Some(m) = p.strip_prefix("used_bytes_mask ") {
-                        used_mask = parse_int(m.trim()).map(|v| v as u32);
-                    }
-                }
-                c.punct(';')?;
-            }
-            Tok::Ident(s) if s == ".local" => {
-                return Err(ParseError {
-                    line,
-                    token: s.clone(),
-                    reason: ".local variables are not supported".into(),
-                })
-            }
-            Tok::Ident(s) if c.peek() == Some(&Tok::Punct(':')) => {
-                c.next();
-                body.labels.insert(s.clone(), body.instrs.len() as u32);
-            }
-            Tok::Ident(_) | Tok::Punct('@') => {
-                c.pos -= 1;
-                let start = c.pos;
-                match instruction(c, &mut body, used_mask.take(), opcodes) {
-                    Ok(()) => {}
-                    Err(e) if e.reason.starts_with("unsupported instruction") => {
-                        if !unsupported.iter().any(|u: &ParseError| u.token == e.token) {
-                            unsupported.push(e);
-                        }
-                        c.pos = start;
-                        c.skip_to_semicolon();
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            _ => {
-                c.pos -= 1;
-                return Err(c.err("unexpected token in kernel body"));
-            }
-        }
-    }
-    if let Some(first) = unsupported.first() {
-        let each: Vec<String> = unsupported
-            .iter()
-            .map(|u| format!("{} (line {}: {})", u.token, u.line, u.reason))
-            .collect();
-        return Err(ParseError {
-            line: first.line,
-            token: unsupported
-                .iter()
-                .map(|u| u.token.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-            reason: format!(
-                "unsupported instruction(s) in kernel {name}: {}",
-                each.join("; ")
-            ),
-        });
-    }
-    // Dynamic shared memory starts after the static variables, 16-byte aligned.
-    for decl in dynamic {
-        let offset = align_up(shared_bytes, decl.align.max(16));
-        body.scopes[0].insert(decl.name.clone(), Sym::Shared(offset));
-    }
-    for (at, label, line) in std::mem::take(&mut body.fixups) {
-        let target = *body.labels.get(&label).ok_or(ParseError {
-            line,
-            token: label.clone(),
-            reason: "branch to an unknown label".into(),
-        })?;
-        if let super::ir::Op::Bra { target: t } = &mut body.instrs[at].op {
-            *t = target;
-        }
-    }
-    let mut instrs = body.instrs;
-    for ins in &mut instrs {
-        if let super::ir::Op::Ld { dsts, reg_bits, .. } = &mut ins.op {
-            if let Some(Some(d)) = dsts.first() {
-                *reg_bits = body.reg_bits[*d as usize];
-            }
-        }
-    }
-    let declared_regs = body.reg_bits.len();
-    let n_regs = super::regalloc::compact(&mut instrs, declared_regs);
-    Ok(Kernel {
-        name,
-        params,
-        param_bytes,
-        shared_bytes,
-        instrs,
-        n_regs,
-        declared_regs,
-        text: body.text,
-        max_ntid,
-    })
-}
-
-/// One instruction statement, `[@[!]%p] opcode operands ;`.
-fn instruction(
-    c: &mut Cursor,
-    body: &mut Body,
-    used_mask: Option<u32>,
-    opcodes: &mut std::collections::BTreeSet<String>,
-) -> Result<(), ParseError> {
-    let line = c.line();
-    let start = c.pos;
-    let mut guard = None;
-    if c.eat('@') {
-        let neg = c.eat('!');
-        let pname = c.ident()?;
-        match body.lookup(pname) {
-            Some(Sym::Reg(r)) => guard = Some((r, neg)),
-            _ => return Err(c.err("guard is not a register")),
-        }
-    }
-    let opcode = c.ident()?.to_string();
-    opcodes.insert(opcode.clone());
-    let mut operands = Vec::new();
-    if !c.eat(';') {
-        loop {
-            operands.push(raw_operand(c)?);
-            if c.eat(';') {
-                break;
-            }
-            c.punct(',')?;
-        }
-    }
-    let text = source_text(&c.toks[start..c.pos]);
-    let err = |reason: String| ParseError {
-        line,
-        token: opcode.clone(),
-        reason,
-    };
-    let resolve = |name: &str| body.lookup(name);
-    let lowered = lower(&opcode, &operands, &resolve, used_mask).map_err(err)?;
-    let op = match lowered {
-        Lowered::Op(op) => op,
-        Lowered::Branch(label) => {
-            body.fixups.push((body.instrs.len(), label, line));
-            super::ir::Op::Bra { target: 0 }
-        }
-    };
-    body.instrs.push(Instr { guard, op, line });
-    body.text.push(text);
-    Ok(())
-}
-
-fn raw_operand(c: &mut Cursor) -> Result<RawOperand, ParseError> {
-    match c.peek() {
-        Some(Tok::Punct('!')) => {
-            c.next();
-            Ok(RawOperand::Not(Box::new(raw_operand(c)?)))
-        }
-        Some(Tok::Punct('-')) => {
-            c.next();
-            match c.next() {
-                Some(Tok::Num(s)) => Ok(RawOperand::Num {
-                    neg: true,
-                    text: s.clone(),
-                }),
-                _ => Err(c.err("expected a number after '-'")),
-            }
-        }
-        Some(Tok::Num(s)) => {
-            c.next();
-            Ok(RawOperand::Num {
-                neg: false,
-                text: s.clone(),
-            })
-        }
-        Some(Tok::Punct('{')) => {
-            c.next();
-            let mut parts = Vec::new();
-            loop {
-                parts.push(raw_operand(c)?);
-                if c.eat('}') {
-                    break;
-                }
-                c.punct(',')?;
-            }
-            Ok(RawOperand::Vec(parts))
-        }
-        Some(Tok::Punct('[')) => {
-            c.next();
-            let mut base = None;
-            let mut offset = 0i64;
-            match c.next() {
-                Some(Tok::Ident(s)) => base = Some(s.clone()),
-                Some(Tok::Num(s)) => {
-                    offset = parse_int(s).ok_or_else(|| c.err("bad offset"))? as i64
-                }
-                _ => return Err(c.err("bad address")),
-            }
-            if c.eat('+') {
-                let neg = c.eat('-');
-                let v = c.number()? as i64;
-                offset += if neg { -v } else { v };
-            } else if c.eat('-') {
-                offset -= c.number()? as i64;
-            }
-            c.punct(']')?;
-            Ok(RawOperand::Addr { base, offset })
-        }
-        Some(Tok::Ident(s)) => {
-            c.next();
-            if c.eat('|') {
-                let second = c.ident()?.to_string();
-                return Ok(RawOperand::Pair(s.clone(), second));
-            }
-            if s == "_" {
-                return Ok(RawOperand::Sink);
-            }
-            Ok(RawOperand::Name(s.clone()))
-        }
-        _ => Err(c.err("bad operand")),
-    }
-}
-
-fn source_text(toks: &[Token]) -> String {
-    let mut s = String::new();
-    for (i, t) in toks.iter().enumerate() {
-        let piece = match &t.tok {
-            Tok::Ident(x) | Tok::Num(x) => x.clone(),
-            Tok::Str(x) => format!("\"{x}\""),
-            Tok::Punct(p) => p.to_string(),
-        };
-        let glue = matches!(t.tok, Tok::Punct(',' | ';' | ']' | '}' | '|' | '+'))
-            || matches!(
-                toks.get(i.wrapping_sub(1)).map(|t| &t.tok),
-                Some(Tok::Punct('[' | '{' | '|' | '+' | '-' | '!' | '@'))
-            );
-        if !s.is_empty() && !glue {
-            s.push(' ');
-        }
-        s.push_str(&piece);
-    }
-    s
 }
