@@ -34,7 +34,11 @@ fn measured<T: GradElem>(
     let stats = run_ranks(world, |rank, c| {
         let layout = ShardLayout::flat(table, world, rank).unwrap();
         let mine: Vec<Range<usize>> = (0..table.len()).map(|t| layout.local_range(t)).collect();
-        let slices: Vec<&[T]> = grads.iter().zip(&mine).map(|(g, r)| &g[r.clone()]).collect();
+        let slices: Vec<&[T]> = grads
+            .iter()
+            .zip(&mine)
+            .map(|(g, r)| &g[r.clone()])
+            .collect();
         let mut selector =
             CpuSelector::sharded(table, scope, Shards::new(layout, c).unwrap()).unwrap();
         selector.select(&slices, RATIO).unwrap();
@@ -108,7 +112,9 @@ fn timing() {
     let shapes = common::llama_1b_shapes(16);
     let lengths: Vec<usize> = shapes.iter().map(|(_, n)| *n).collect();
     let table = TensorTable::per_tensor(&lengths).unwrap();
-    let sets: Vec<Vec<Vec<f32>>> = (0..3).map(|s| common::llama_gradients(&shapes, 40 + s)).collect();
+    let sets: Vec<Vec<Vec<f32>>> = (0..3)
+        .map(|s| common::llama_gradients(&shapes, 40 + s))
+        .collect();
     let total: usize = lengths.iter().sum();
     println!(
         "\nselection time, Llama-3.2-1B / 16 ({total} f32 entries), mask ratio {RATIO}, {} rayon threads, median of 5 after 2 warm-up calls",
@@ -128,8 +134,15 @@ fn timing() {
                     start.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();
-            let what = if speculate { "unsharded, speculating" } else { "unsharded, no speculation" };
-            println!("| {what} | {scope:?} | {:.1} |", median(times[2..].to_vec()));
+            let what = if speculate {
+                "unsharded, speculating"
+            } else {
+                "unsharded, no speculation"
+            };
+            println!(
+                "| {what} | {scope:?} | {:.1} |",
+                median(times[2..].to_vec())
+            );
         }
         for world in [1usize, 2, 4] {
             let times = run_ranks(world, |rank, c| {
@@ -140,8 +153,11 @@ fn timing() {
                     CpuSelector::sharded(&table, scope, Shards::new(layout, c).unwrap()).unwrap();
                 (0..7)
                     .map(|i| {
-                        let views: Vec<&[f32]> =
-                            sets[i % 3].iter().zip(&mine).map(|(g, r)| &g[r.clone()]).collect();
+                        let views: Vec<&[f32]> = sets[i % 3]
+                            .iter()
+                            .zip(&mine)
+                            .map(|(g, r)| &g[r.clone()])
+                            .collect();
                         let start = Instant::now();
                         selector.select(&views, RATIO).unwrap();
                         start.elapsed().as_secs_f64() * 1e3

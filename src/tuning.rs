@@ -34,7 +34,7 @@ pub const CPU_CHUNK_LEN: usize = 1 << 20;
 /// multiple of 16 (the lanes) that divides `CPU_CHUNK_LEN`, so whole chunks hold whole leaves.
 pub const SUM_LEAF_LEN: usize = 512;
 
-const _: () = assert!(CPU_CHUNK_LEN % SUM_LEAF_LEN == 0);
+const _: () = assert!(CPU_CHUNK_LEN.is_multiple_of(SUM_LEAF_LEN));
 
 // Counts local to one CPU chunk (its first-digit histogram, the window pass's lanes, the optimizer's
 // kept count and scan) are u32 so that their loops stay in 32-bit lanes; every count that can reach

@@ -96,13 +96,22 @@ mod tests {
             .iter()
             .map(|r| (r.tensor, r.start, r.len))
             .collect();
-        assert_eq!(starts, vec![(0, 0, 1024), (0, 1024, 1024), (0, 2048, 952), (2, 0, 1024)]);
+        assert_eq!(
+            starts,
+            vec![(0, 0, 1024), (0, 1024, 1024), (0, 2048, 952), (2, 0, 1024)]
+        );
         assert!(unsharded.iter().all(|r| r.whole == (0..r.len)));
         let sharded = runs(&table, &[1000..2100, 0..0, 1024..1024], 1024);
         assert_eq!(sharded.len(), 2);
-        assert_eq!((sharded[0].start, sharded[0].len, sharded[0].global), (0, 24, 1000));
+        assert_eq!(
+            (sharded[0].start, sharded[0].len, sharded[0].global),
+            (0, 24, 1000)
+        );
         assert_eq!(sharded[0].whole, 24..24); // 1000..1024 lies in the cut leaf 512..1024
-        assert_eq!((sharded[1].start, sharded[1].len, sharded[1].local_flat), (24, 1076, 24));
+        assert_eq!(
+            (sharded[1].start, sharded[1].len, sharded[1].local_flat),
+            (24, 1076, 24)
+        );
         assert_eq!(sharded[1].whole, 0..1024); // 1024..2048 whole, 2048..2100 cut
     }
 }

@@ -44,7 +44,13 @@ struct Setup {
 fn report_bits(r: &StepReport) -> Vec<u64> {
     let mut out = vec![u64::from(r.skipped), r.step, r.grad_norm.to_bits()];
     for g in &r.groups {
-        out.extend([g.len, g.target, g.kept, u64::from(g.threshold_key), g.sum_sq.to_bits()]);
+        out.extend([
+            g.len,
+            g.target,
+            g.kept,
+            u64::from(g.threshold_key),
+            g.sum_sq.to_bits(),
+        ]);
         out.extend([u64::from(g.threshold.to_bits()), g.non_finite]);
     }
     out
@@ -62,8 +68,11 @@ fn run(
     let mut reports = Vec::new();
     for step in steps {
         let lr = 1e-3 * (1.0 + step as f64);
-        let grads: Vec<Vec<f32>> =
-            s.grads[step].iter().zip(mine).map(|(g, r)| g[r.clone()].to_vec()).collect();
+        let grads: Vec<Vec<f32>> = s.grads[step]
+            .iter()
+            .zip(mine)
+            .map(|(g, r)| g[r.clone()].to_vec())
+            .collect();
         let report = match s.kind {
             Kind::F32 | Kind::F32Bf16Grads | Kind::F32F16Grads => {
                 let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
@@ -74,8 +83,10 @@ fn run(
                     let g: Vec<Vec<bf16>> = grads.iter().map(|g| to_bf16(g)).collect();
                     opt.step(&mut p, &g.iter().map(|g| &g[..]).collect::<Vec<_>>(), lr)
                 } else {
-                    let g: Vec<Vec<f16>> =
-                        grads.iter().map(|g| g.iter().map(|&x| f16::from_f32(x)).collect()).collect();
+                    let g: Vec<Vec<f16>> = grads
+                        .iter()
+                        .map(|g| g.iter().map(|&x| f16::from_f32(x)).collect())
+                        .collect();
                     opt.step(&mut p, &g.iter().map(|g| &g[..]).collect::<Vec<_>>(), lr)
                 }
             }
@@ -139,15 +150,23 @@ fn compare(s: &Setup, layout: &[Vec<Range<usize>>]) {
     let stability = run_ranks(layout.len(), |rank, c| {
         let l = ShardLayout::new(&s.table, layout, rank).unwrap();
         let mine = &layout[rank];
-        let mut params: Vec<Vec<f32>> =
-            s.params.iter().zip(mine).map(|(p, r)| p[r.clone()].to_vec()).collect();
+        let mut params: Vec<Vec<f32>> = s
+            .params
+            .iter()
+            .zip(mine)
+            .map(|(p, r)| p[r.clone()].to_vec())
+            .collect();
         let mut opt = sharded(s, l, c);
         opt.track_stability(true);
         let got = run(&mut opt, s, mine, &mut params, 0..n_steps);
         assert_eq!(got, want, "rank {rank}: reports");
         for (t, (p, r)) in params.iter().zip(mine).enumerate() {
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(p), bits(&whole_params[t][r.clone()]), "rank {rank} tensor {t}");
+            assert_eq!(
+                bits(p),
+                bits(&whole_params[t][r.clone()]),
+                "rank {rank} tensor {t}"
+            );
         }
         let (lm, lv) = opt.moments();
         let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -155,7 +174,11 @@ fn compare(s: &Setup, layout: &[Vec<Range<usize>>]) {
         assert_eq!(bits(lv), flat_slices(v, &s.table, mine), "rank {rank}: v");
         if let Some(master) = &master {
             let got = opt.master().expect("master weights");
-            assert_eq!(bits(got), flat_slices(master, &s.table, mine), "rank {rank}");
+            assert_eq!(
+                bits(got),
+                flat_slices(master, &s.table, mine),
+                "rank {rank}"
+            );
         }
         opt.stability().cloned()
     });
@@ -165,7 +188,10 @@ fn compare(s: &Setup, layout: &[Vec<Range<usize>>]) {
     if let Some(added) = &mut added {
         for other in &stability[1..] {
             let other = other.as_ref().expect("every rank tracks");
-            assert_eq!((other.step, other.has_previous), (added.step, added.has_previous));
+            assert_eq!(
+                (other.step, other.has_previous),
+                (added.step, added.has_previous)
+            );
             for (total, t) in added.tensors.iter_mut().zip(&other.tensors) {
                 total.kept += t.kept;
                 total.kept_before += t.kept_before;
@@ -179,12 +205,21 @@ fn setup(seed: u64, kind: Kind, mode: u8, steps: usize) -> Setup {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = rng.random_range(1..5);
     let sizes = [0usize, 1, 3, 511, 513, 1500];
-    let lengths: Vec<usize> = (0..n).map(|_| sizes[rng.random_range(0..sizes.len())]).collect();
+    let lengths: Vec<usize> = (0..n)
+        .map(|_| sizes[rng.random_range(0..sizes.len())])
+        .collect();
     let groups: Vec<u32> = (0..n).map(|_| rng.random_range(0..n as u32)).collect();
     let dense: Vec<bool> = (0..n).map(|_| rng.random_range(0..6) == 0).collect();
-    let table = TensorTable::new(&lengths, &groups).unwrap().with_dense(&dense).unwrap();
+    let table = TensorTable::new(&lengths, &groups)
+        .unwrap()
+        .with_dense(&dense)
+        .unwrap();
     let ratio = [0.0, 0.3, 0.9, 1.0][rng.random_range(0..4)];
-    let mode_ = if mode == 1 { MaskMode::Random { seed: 7 } } else { MaskMode::Gmt };
+    let mode_ = if mode == 1 {
+        MaskMode::Random { seed: 7 }
+    } else {
+        MaskMode::Gmt
+    };
     let adamw = AdamWConfig {
         weight_decay: [0.0, 0.1][rng.random_range(0..2)],
         max_grad_norm: [None, Some(1e-3)][rng.random_range(0..2)],
@@ -209,9 +244,21 @@ fn setup(seed: u64, kind: Kind, mode: u8, steps: usize) -> Setup {
             g
         })
         .collect();
-    let params = lengths.iter().map(|&len| draw_f32(Dist::Normal, len, seed + 1)).collect();
+    let params = lengths
+        .iter()
+        .map(|&len| draw_f32(Dist::Normal, len, seed + 1))
+        .collect();
     let frozen = (0..n).map(|_| rng.random_range(0..8) == 0).collect();
-    Setup { table, adamw, mask, mode: mode_, frozen, kind, params, grads }
+    Setup {
+        table,
+        adamw,
+        mask,
+        mode: mode_,
+        frozen,
+        kind,
+        params,
+        grads,
+    }
 }
 
 proptest! {
@@ -261,9 +308,17 @@ fn per_rank_checkpoints_resume_bit_exactly() {
         s.table = TensorTable::per_tensor(&lengths).unwrap();
         s.mask.mask_ratio = 0.5;
         s.frozen = vec![false; 3];
-        s.params = lengths.iter().map(|&l| draw_f32(Dist::Normal, l, 5)).collect();
+        s.params = lengths
+            .iter()
+            .map(|&l| draw_f32(Dist::Normal, l, 5))
+            .collect();
         s.grads = (0..4)
-            .map(|i| lengths.iter().map(|&l| draw_f32(Dist::LogNormal, l, 40 + i)).collect())
+            .map(|i| {
+                lengths
+                    .iter()
+                    .map(|&l| draw_f32(Dist::LogNormal, l, 40 + i))
+                    .collect()
+            })
             .collect();
         let world = 3;
         let layout: Vec<Vec<Range<usize>>> = (0..world)
@@ -281,8 +336,12 @@ fn per_rank_checkpoints_resume_bit_exactly() {
         let path = |rank: usize| dir.0.join(format!("{kind:?}-{rank}.safetensors"));
         let halfway: Vec<Vec<Vec<f32>>> = run_ranks(world, |rank, c| {
             let mine = &layout[rank];
-            let mut params: Vec<Vec<f32>> =
-                s.params.iter().zip(mine).map(|(p, r)| p[r.clone()].to_vec()).collect();
+            let mut params: Vec<Vec<f32>> = s
+                .params
+                .iter()
+                .zip(mine)
+                .map(|(p, r)| p[r.clone()].to_vec())
+                .collect();
             let mut opt = sharded(&s, ShardLayout::new(&s.table, &layout, rank).unwrap(), c);
             assert_eq!(run(&mut opt, &s, mine, &mut params, 0..2), want[..2]);
             opt.save(&path(rank)).unwrap();
@@ -302,11 +361,17 @@ fn per_rank_checkpoints_resume_bit_exactly() {
                 assert_eq!(bits(p), bits(&whole[t][r.clone()]), "{kind:?} rank {rank}");
             }
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(opt.moments().0), flat_slices(unsharded.moments().0, &s.table, mine));
+            assert_eq!(
+                bits(opt.moments().0),
+                flat_slices(unsharded.moments().0, &s.table, mine)
+            );
         });
         // An unsharded optimizer cannot load a rank's file either.
         let mut plain = GmtAdamW::new(s.table.clone(), s.adamw, s.mask).unwrap();
-        assert!(matches!(plain.load(&path(0)), Err(Error::Checkpoint { .. })));
+        assert!(matches!(
+            plain.load(&path(0)),
+            Err(Error::Checkpoint { .. })
+        ));
     }
 }
 
@@ -342,34 +407,61 @@ impl gradmask::Collective for Failing {
 #[test]
 fn disagreeing_ranks_and_failing_collectives_change_nothing() {
     let table = TensorTable::per_tensor(&[1200, 7]).unwrap();
-    let mask = |ratio| MaskConfig { mask_ratio: ratio, ..MaskConfig::default() };
+    let mask = |ratio| MaskConfig {
+        mask_ratio: ratio,
+        ..MaskConfig::default()
+    };
     let layout = |rank| ShardLayout::flat(&table, 2, rank).unwrap();
     let built = run_ranks(2, |rank, c| {
         let shards = Shards::new(layout(rank), c).unwrap();
-        GmtAdamW::sharded(table.clone(), AdamWConfig::default(), mask([0.5, 0.4][rank]), shards)
-            .err()
+        GmtAdamW::sharded(
+            table.clone(),
+            AdamWConfig::default(),
+            mask([0.5, 0.4][rank]),
+            shards,
+        )
+        .err()
     });
-    assert!(built.iter().all(|e| matches!(e, Some(Error::ShardMismatch { .. }))));
+    assert!(built
+        .iter()
+        .all(|e| matches!(e, Some(Error::ShardMismatch { .. }))));
 
-    let grads: Vec<Vec<f32>> = [1200, 7].iter().map(|&l| draw_f32(Dist::Normal, l, 1)).collect();
+    let grads: Vec<Vec<f32>> = [1200, 7]
+        .iter()
+        .map(|&l| draw_f32(Dist::Normal, l, 1))
+        .collect();
     // GMT (3 all-reduces per f32 step after construction) and mask off (1).
-    for (ratio, fail_ats) in [(0.5, vec![None, Some(1), Some(2), Some(3)]), (0.0, vec![Some(1)])] {
+    for (ratio, fail_ats) in [
+        (0.5, vec![None, Some(1), Some(2), Some(3)]),
+        (0.0, vec![Some(1)]),
+    ] {
         for fail_at in fail_ats {
             let outcomes = run_ranks(2, |rank, inner| {
                 let l = layout(rank);
                 let mine: Vec<Range<usize>> = (0..2).map(|t| l.local_range(t)).collect();
-                let failing = Failing { inner, calls: 0, fail_at: fail_at.unwrap_or(usize::MAX) };
+                let failing = Failing {
+                    inner,
+                    calls: 0,
+                    fail_at: fail_at.unwrap_or(usize::MAX),
+                };
                 let shards = Shards::new(l, failing).unwrap();
                 let mut opt =
                     GmtAdamW::sharded(table.clone(), AdamWConfig::default(), mask(ratio), shards)
                         .unwrap();
-                let g: Vec<Vec<f32>> =
-                    grads.iter().zip(&mine).map(|(g, r)| g[r.clone()].to_vec()).collect();
+                let g: Vec<Vec<f32>> = grads
+                    .iter()
+                    .zip(&mine)
+                    .map(|(g, r)| g[r.clone()].to_vec())
+                    .collect();
                 let g: Vec<&[f32]> = g.iter().map(|g| &g[..]).collect();
                 let mut params: Vec<Vec<f32>> = mine.iter().map(|r| vec![1.0; r.len()]).collect();
                 let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| &mut p[..]).collect();
                 // Without an injected failure, the ranks disagree on the learning rate.
-                let lr = if fail_at.is_none() { [1e-3, 2e-3][rank] } else { 1e-3 };
+                let lr = if fail_at.is_none() {
+                    [1e-3, 2e-3][rank]
+                } else {
+                    1e-3
+                };
                 let err = opt.step(&mut p, &g, lr).unwrap_err();
                 let untouched = params.iter().flatten().all(|&x| x == 1.0)
                     && opt.moments().0.iter().all(|&m| m == 0.0)

@@ -26,7 +26,11 @@ fn both<T: GradElem>(
     ratio: f64,
 ) -> (Vec<u64>, Vec<(Vec<u64>, u64)>) {
     let whole: Vec<&[T]> = grads.iter().map(|g| &g[..]).collect();
-    let want = selection_bits(CpuSelector::new(table, scope).select(&whole, ratio).unwrap());
+    let want = selection_bits(
+        CpuSelector::new(table, scope)
+            .select(&whole, ratio)
+            .unwrap(),
+    );
     let got = run_ranks(layout.len(), |rank, collective| {
         let layout = ShardLayout::new(table, layout, rank).unwrap();
         let mine: Vec<Range<usize>> = (0..table.len()).map(|t| layout.local_range(t)).collect();
@@ -44,10 +48,15 @@ fn case<T: FromF32>(seed: u64, world: usize, scope: Scope, ratio: f64, dist: Dis
     let mut rng = StdRng::seed_from_u64(seed);
     let n = rng.random_range(1..6);
     let sizes = [0usize, 1, 3, 7, 513, 1031, 2600];
-    let lengths: Vec<usize> = (0..n).map(|_| sizes[rng.random_range(0..sizes.len())]).collect();
+    let lengths: Vec<usize> = (0..n)
+        .map(|_| sizes[rng.random_range(0..sizes.len())])
+        .collect();
     let groups: Vec<u32> = (0..n).map(|_| rng.random_range(0..n as u32)).collect();
     let dense: Vec<bool> = (0..n).map(|_| rng.random_range(0..5) == 0).collect();
-    let table = TensorTable::new(&lengths, &groups).unwrap().with_dense(&dense).unwrap();
+    let table = TensorTable::new(&lengths, &groups)
+        .unwrap()
+        .with_dense(&dense)
+        .unwrap();
     let grads: Vec<Vec<T>> = lengths
         .iter()
         .enumerate()
@@ -56,9 +65,16 @@ fn case<T: FromF32>(seed: u64, world: usize, scope: Scope, ratio: f64, dist: Dis
     let layout = random_layout(&mut rng, &lengths, world);
     let (want, got) = both(&table, scope, &layout, &grads, ratio);
     for (rank, (bits, calls)) in got.iter().enumerate() {
-        assert_eq!(bits, &want, "rank {rank} of {world}, {lengths:?}, {layout:?}");
+        assert_eq!(
+            bits, &want,
+            "rank {rank} of {world}, {lengths:?}, {layout:?}"
+        );
         // Pass 1, then one per refinement digit while a group refines.
-        let digits = if T::DTYPE == gradmask::DType::F32 { 3 } else { 2 };
+        let digits = if T::DTYPE == gradmask::DType::F32 {
+            3
+        } else {
+            2
+        };
         assert!((1..=digits).contains(calls), "{calls} calls");
     }
 }
@@ -112,7 +128,10 @@ fn large_tensors_and_repeated_calls() {
         for scope in [Scope::PerTensor, Scope::Global] {
             for ratio in [0.2, 0.999] {
                 let (want, got) = both(&table, scope, &ranges, &grads, ratio);
-                assert!(got.iter().all(|(bits, _)| bits == &want), "{scope:?} {ratio}");
+                assert!(
+                    got.iter().all(|(bits, _)| bits == &want),
+                    "{scope:?} {ratio}"
+                );
             }
         }
     }
@@ -132,9 +151,12 @@ fn large_tensors_and_repeated_calls() {
     let calls = run_ranks(2, |rank, collective| {
         let layout = ShardLayout::flat(&table, 2, rank).unwrap();
         let mine = ranges[rank].clone();
-        let mut selector =
-            CpuSelector::sharded(&table, Scope::PerTensor, Shards::new(layout, collective).unwrap())
-                .unwrap();
+        let mut selector = CpuSelector::sharded(
+            &table,
+            Scope::PerTensor,
+            Shards::new(layout, collective).unwrap(),
+        )
+        .unwrap();
         (0..3)
             .map(|i| {
                 let ratio = [0.1, 0.0, 0.7][i];
@@ -182,14 +204,22 @@ fn bad_input_fails_on_every_rank_and_changes_nothing() {
     let table = TensorTable::per_tensor(&lengths).unwrap();
     let grads: Vec<Vec<f32>> = lengths.iter().map(|&l| draw(Dist::Normal, l, 3)).collect();
     let layout = |r| ShardLayout::flat(&table, 2, r).unwrap();
-    let mine = |l: &ShardLayout| -> Vec<Range<usize>> { (0..2).map(|t| l.local_range(t)).collect() };
+    let mine =
+        |l: &ShardLayout| -> Vec<Range<usize>> { (0..2).map(|t| l.local_range(t)).collect() };
 
     // Ranks that disagree on the scope (or table, or layout): at construction.
     let built = run_ranks(2, |rank, collective| {
         let scope = [Scope::PerTensor, Scope::Global][rank];
-        CpuSelector::sharded(&table, scope, Shards::new(layout(rank), collective).unwrap()).err()
+        CpuSelector::sharded(
+            &table,
+            scope,
+            Shards::new(layout(rank), collective).unwrap(),
+        )
+        .err()
     });
-    assert!(built.iter().all(|e| matches!(e, Some(Error::ShardMismatch { .. }))));
+    assert!(built
+        .iter()
+        .all(|e| matches!(e, Some(Error::ShardMismatch { .. }))));
 
     // Ranks that disagree on the ratio, then on the dtype: at the call; the last selection stays.
     let outcomes = run_ranks(2, |rank, collective| {
@@ -205,16 +235,28 @@ fn bad_input_fails_on_every_rank_and_changes_nothing() {
         let dtype = if rank == 0 {
             selector.select(&slices(&grads, &mine), 0.5).err()
         } else {
-            let halves: Vec<Vec<bf16>> =
-                grads.iter().map(|g| g.iter().map(|&x| bf16::from_f32(x)).collect()).collect();
+            let halves: Vec<Vec<bf16>> = grads
+                .iter()
+                .map(|g| g.iter().map(|&x| bf16::from_f32(x)).collect())
+                .collect();
             selector.select(&slices(&halves, &mine), 0.5).err()
         };
         (first == selection_bits(selector.last()), ratio, dtype)
     });
     for (unchanged, ratio, dtype) in outcomes {
         assert!(unchanged);
-        assert_eq!(ratio, Some(Error::ShardMismatch { what: "the mask ratio" }));
-        assert_eq!(dtype, Some(Error::ShardMismatch { what: "the gradient dtype" }));
+        assert_eq!(
+            ratio,
+            Some(Error::ShardMismatch {
+                what: "the mask ratio"
+            })
+        );
+        assert_eq!(
+            dtype,
+            Some(Error::ShardMismatch {
+                what: "the gradient dtype"
+            })
+        );
     }
 
     // A collective that fails in pass 1 or in a refinement digit: an error, the last selection
@@ -223,7 +265,11 @@ fn bad_input_fails_on_every_rank_and_changes_nothing() {
         let outcomes = run_ranks(2, |rank, inner| {
             let l = layout(rank);
             let mine = mine(&l);
-            let failing = Failing { inner, calls: 0, fail_at };
+            let failing = Failing {
+                inner,
+                calls: 0,
+                fail_at,
+            };
             let mut selector =
                 CpuSelector::sharded(&table, Scope::Global, Shards::new(l, failing).unwrap())
                     .unwrap();
@@ -241,7 +287,10 @@ fn bad_input_fails_on_every_rank_and_changes_nothing() {
         });
         for (unchanged, err) in outcomes {
             assert!(unchanged, "fail_at {fail_at}");
-            assert!(matches!(err, Some(Error::Collective(_))), "fail_at {fail_at}: {err:?}");
+            assert!(
+                matches!(err, Some(Error::Collective(_))),
+                "fail_at {fail_at}: {err:?}"
+            );
         }
     }
 

@@ -41,6 +41,7 @@ mod problems;
 mod report;
 mod runs;
 mod setup;
+mod shards;
 mod stats;
 mod sweep_plot;
 #[cfg(test)]

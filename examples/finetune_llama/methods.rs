@@ -49,6 +49,7 @@ pub fn optim_spec(method: Method, args: &Args, model: &Llama) -> OptimSpec {
         },
         frozen: (method == Method::Hft).then(|| hft_frozen(model, args.seed)),
         track_stability: ratio > 0.0 && !args.no_mask_stability,
+        shards: args.shards as usize,
     }
 }
 

@@ -176,6 +176,7 @@ mod tests {
         };
         let spec = |frozen| OptimSpec {
             track_stability: false,
+            shards: 1,
             adamw: AdamWConfig::default(),
             mask,
             mode: MaskMode::Gmt,

@@ -15,6 +15,7 @@ use gradmask::{GroupStats, MaskConfig, TensorTable};
 pub use gradmask::{AdamWConfig, GmtAdamW, MaskMode, MaskStability, StepReport};
 
 use crate::model::Llama;
+use crate::shards::ShardedHost;
 use crate::train::{host_params, set_params};
 
 /// What the optimizer is built with for one method.
@@ -27,6 +28,14 @@ pub struct OptimSpec {
     pub frozen: Option<Vec<bool>>,
     /// Track mask stability (CPU only so far; see `Optimizer::stability`).
     pub track_stability: bool,
+    /// CPU ranks (threads) the optimizer's state is sharded over (`shards.rs`); 1: unsharded.
+    pub shards: usize,
+}
+
+/// The host optimizer: one `GmtAdamW`, or N sharded ranks (`--shards`).
+enum Inner {
+    One(Box<GmtAdamW>),
+    Sharded(Box<ShardedHost>),
 }
 
 pub struct Optimizer {
@@ -37,7 +46,7 @@ enum Backend {
     /// Host copies of the weights (the optimizer's truth, written back to the model after each
     /// step) and of the accumulated gradients.
     Host {
-        inner: Box<GmtAdamW>,
+        inner: Inner,
         params: Vec<Vec<f32>>,
         grads: Vec<Vec<f32>>,
     },
@@ -63,20 +72,26 @@ impl Optimizer {
         let table = table(model)?;
         #[cfg(feature = "cuda")]
         if model.device.is_cuda() {
+            anyhow::ensure!(spec.shards <= 1, "--shards runs its ranks on the CPU only");
             let device = crate::gpu::DeviceOptimizer::new(model, table, spec)?;
             return Ok(Optimizer {
                 backend: Backend::Device(Box::new(device)),
             });
         }
         let lengths = table.lengths().to_vec();
-        let mut inner = GmtAdamW::new(table, spec.adamw, spec.mask)?.with_mask_mode(spec.mode);
-        if let Some(frozen) = &spec.frozen {
-            inner.set_frozen(frozen)?;
-        }
-        inner.track_stability(spec.track_stability);
+        let inner = if spec.shards > 1 {
+            Inner::Sharded(Box::new(ShardedHost::new(&table, spec, spec.shards)?))
+        } else {
+            let mut one = GmtAdamW::new(table, spec.adamw, spec.mask)?.with_mask_mode(spec.mode);
+            if let Some(frozen) = &spec.frozen {
+                one.set_frozen(frozen)?;
+            }
+            one.track_stability(spec.track_stability);
+            Inner::One(Box::new(one))
+        };
         Ok(Optimizer {
             backend: Backend::Host {
-                inner: Box::new(inner),
+                inner,
                 params: host_params(model)?,
                 grads: lengths.iter().map(|&n| vec![0.0; n]).collect(),
             },
@@ -117,9 +132,15 @@ impl Optimizer {
                 params,
                 grads,
             } => {
-                let mut p: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-                let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
-                let report = inner.step(&mut p, &g, lr)?;
+                let report = match inner {
+                    Inner::One(one) => {
+                        let mut p: Vec<&mut [f32]> =
+                            params.iter_mut().map(|p| p.as_mut_slice()).collect();
+                        let g: Vec<&[f32]> = grads.iter().map(|g| g.as_slice()).collect();
+                        one.step(&mut p, &g, lr)?
+                    }
+                    Inner::Sharded(ranks) => ranks.step(params, grads, lr)?,
+                };
                 set_params(model, params)?;
                 Ok(report)
             }
@@ -144,7 +165,14 @@ impl Optimizer {
     /// it yet: `None` there).
     pub fn stability(&self) -> Option<&MaskStability> {
         match &self.backend {
-            Backend::Host { inner, .. } => inner.stability(),
+            Backend::Host {
+                inner: Inner::One(one),
+                ..
+            } => one.stability(),
+            Backend::Host {
+                inner: Inner::Sharded(ranks),
+                ..
+            } => ranks.stability(),
             #[cfg(feature = "cuda")]
             Backend::Device(_) => None,
         }
@@ -173,7 +201,14 @@ impl Optimizer {
     /// Steps taken (skipped steps do not count).
     pub fn step_count(&mut self) -> Result<u64> {
         match &mut self.backend {
-            Backend::Host { inner, .. } => Ok(inner.step_count()),
+            Backend::Host {
+                inner: Inner::One(one),
+                ..
+            } => Ok(one.step_count()),
+            Backend::Host {
+                inner: Inner::Sharded(ranks),
+                ..
+            } => Ok(ranks.step_count()),
             #[cfg(feature = "cuda")]
             Backend::Device(device) => device.step_count(),
         }
@@ -181,18 +216,32 @@ impl Optimizer {
 
     pub fn save(&mut self, path: &Path) -> Result<()> {
         let saved = match &mut self.backend {
-            Backend::Host { inner, .. } => inner.save(path),
+            Backend::Host {
+                inner: Inner::One(one),
+                ..
+            } => one.save(path).map_err(anyhow::Error::from),
+            Backend::Host {
+                inner: Inner::Sharded(ranks),
+                ..
+            } => ranks.save(path),
             #[cfg(feature = "cuda")]
-            Backend::Device(device) => device.save(path),
+            Backend::Device(device) => device.save(path).map_err(anyhow::Error::from),
         };
         saved.with_context(|| format!("saving optimizer state to {}", path.display()))
     }
 
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let loaded = match &mut self.backend {
-            Backend::Host { inner, .. } => inner.load(path),
+            Backend::Host {
+                inner: Inner::One(one),
+                ..
+            } => one.load(path).map_err(anyhow::Error::from),
+            Backend::Host {
+                inner: Inner::Sharded(ranks),
+                ..
+            } => ranks.load(path),
             #[cfg(feature = "cuda")]
-            Backend::Device(device) => device.load(path),
+            Backend::Device(device) => device.load(path).map_err(anyhow::Error::from),
         };
         loaded.with_context(|| format!("loading optimizer state from {}", path.display()))
     }

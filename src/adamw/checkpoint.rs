@@ -234,7 +234,10 @@ impl GmtAdamW {
         let shard = meta.get("shard").map_or("none", String::as_str);
         if shard != self.shard_label() {
             let want = self.shard_label();
-            return Err(fail(path, format!("the checkpoint is of shard {shard}, not {want}")));
+            return Err(fail(
+                path,
+                format!("the checkpoint is of shard {shard}, not {want}"),
+            ));
         }
         let step = int("step")?;
         let (precision_name, mode_name, seed) =

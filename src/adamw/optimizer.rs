@@ -20,8 +20,8 @@ use super::cpu::{chunk_list, Chunk, KeepRule, SharedPtr};
 use super::sharded::OptShards;
 use super::stability::{MaskStability, Tracker};
 use crate::cpu::exact_sum::ExactSum;
-use crate::work::whole_tensors;
 use crate::rng::{stream, ROUNDING_DOMAIN};
+use crate::work::whole_tensors;
 use crate::{CpuSelector, Error, GradElem, GroupMap, GroupStats, MaskConfig, Result, TensorTable};
 
 /// How parameters are stored and rounded; fixed by the first step taken (or a loaded checkpoint).

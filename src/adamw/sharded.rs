@@ -94,7 +94,9 @@ impl GmtAdamW {
 
     /// What the last step communicated (zero unsharded).
     pub fn comm_stats(&self) -> CommStats {
-        self.sharded.as_ref().map_or(CommStats::default(), |s| s.comm)
+        self.sharded
+            .as_ref()
+            .map_or(CommStats::default(), |s| s.comm)
     }
 
     /// The shard layout of a sharded optimizer.
@@ -112,7 +114,14 @@ impl GmtAdamW {
             MaskMode::Random { seed } => (2, seed),
         };
         let precision = hash_all(precision.name().bytes().map(u64::from));
-        hash_all([self.step + 1, precision, lr.to_bits(), mode, mask_seed, seed])
+        hash_all([
+            self.step + 1,
+            precision,
+            lr.to_bits(),
+            mode,
+            mask_seed,
+            seed,
+        ])
     }
 
     /// The scan of a sharded step without selection: local sums, counts and (random mask) kept
@@ -120,9 +129,10 @@ impl GmtAdamW {
     pub(super) fn scan_sharded<G: GradElem>(&mut self, grads: &[&[G]], tag: u64) -> Result<u64> {
         self.scan_chunks(grads);
         let random = match self.mode {
-            MaskMode::Random { seed } if self.mask.mask_ratio > 0.0 => {
-                Some((stream(seed, self.step + 1), random_cut(self.mask.mask_ratio)))
-            }
+            MaskMode::Random { seed } if self.mask.mask_ratio > 0.0 => Some((
+                stream(seed, self.step + 1),
+                random_cut(self.mask.mask_ratio),
+            )),
             _ => None,
         };
         let mut sh = self.sharded.take().expect("a sharded optimizer");
@@ -140,11 +150,16 @@ impl GmtAdamW {
     ) -> Result<u64> {
         sh.calls += 1;
         let ratio = self.mask.mask_ratio;
-        sh.exchange
-            .begin([crate::cpu::dtype_code(G::DTYPE), ratio.to_bits(), sh.calls, tag]);
+        sh.exchange.begin([
+            crate::cpu::dtype_code(G::DTYPE),
+            ratio.to_bits(),
+            sh.calls,
+            tag,
+        ]);
         let record_len = sh.exchange.record_len();
         let (chunks, sums, counts) = (&self.chunks, &self.chunk_sum_sq, &self.chunk_non_finite);
-        let (group_chunks, offs, frozen) = (&self.group_chunks, &self.group_chunk_off, &self.frozen);
+        let (group_chunks, offs, frozen) =
+            (&self.group_chunks, &self.group_chunk_off, &self.frozen);
         let n_groups = self.map.n_groups();
         let dense_chunks = &sh.dense_chunks;
         sh.exchange
@@ -180,7 +195,8 @@ impl GmtAdamW {
             let first = sh.layout.local_range(chunk.tensor).start + chunk.start;
             let (lo, hi) = (chunk.whole_start, chunk.whole_end);
             sh.exchange.put_cut_values(chunk.tensor, first, &data[..lo]);
-            sh.exchange.put_cut_values(chunk.tensor, first + hi, &data[hi..]);
+            sh.exchange
+                .put_cut_values(chunk.tensor, first + hi, &data[hi..]);
         }
         sh.comm = CommStats::default();
         sh.comm.count(sh.exchange.words.len());

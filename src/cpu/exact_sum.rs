@@ -25,7 +25,7 @@ pub(crate) const LIMBS: usize = 68;
 /// Words an accumulator occupies in an all-reduce buffer: the limbs, then the +Inf and NaN counts.
 pub(crate) const SUM_WORDS: usize = LIMBS + 2;
 
-const _: () = assert!(SUM_LEAF_LEN % 16 == 0);
+const _: () = assert!(SUM_LEAF_LEN.is_multiple_of(16));
 
 /// An exact sum of non-negative f64 values (plus counts of +Inf and NaN ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,14 +120,14 @@ impl ExactSum {
 
     /// The sum rounded to the nearest f64 (ties to even); NaN when a NaN was added, else +Inf when
     /// an Inf was added or the sum overflows.
-    pub fn to_f64(&self) -> f64 {
+    pub fn to_f64(self) -> f64 {
         if self.nan > 0 {
             return f64::NAN;
         }
         if self.inf > 0 {
             return f64::INFINITY;
         }
-        let mut normal = *self;
+        let mut normal = self;
         normal.normalize();
         let limbs = &normal.limbs;
         let Some(top_limb) = limbs.iter().rposition(|&l| l != 0) else {

@@ -6,9 +6,9 @@ mod pass1;
 mod passes;
 pub mod radix;
 mod select;
-mod shared;
 mod sharded;
+mod shared;
 
 pub(crate) use pass1::{leaf_sum, sum_sq_and_non_finite};
-pub(crate) use sharded::{dtype_code, fingerprint as sharded_fingerprint, HEADER_NAMES};
 pub use select::CpuSelector;
+pub(crate) use sharded::{dtype_code, fingerprint as sharded_fingerprint, HEADER_NAMES};

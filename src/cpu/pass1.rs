@@ -498,7 +498,13 @@ mod tests {
         let data = vec![0.6f32; 100];
         let window = KeyWindow::from_bins(0.5f32.key() >> 19, (0.5f32.key() >> 19) + 20, 19);
         let mut sum = ExactSum::default();
-        let found = window_pass(&data, window, f32::INFINITY.key(), &mut [0u32; 50], &mut sum);
+        let found = window_pass(
+            &data,
+            window,
+            f32::INFINITY.key(),
+            &mut [0u32; 50],
+            &mut sum,
+        );
         assert_eq!(found.written, None);
     }
 }

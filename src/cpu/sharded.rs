@@ -21,11 +21,11 @@ use super::select::CpuSelector;
 use super::shared::SharedSlice;
 use crate::adamw::table_fingerprint;
 use crate::config::{kept_target, validate_ratio};
+use crate::rng::splitmix;
 use crate::select::{without_selection, GroupStats, Selection};
 use crate::shard::exchange::{check_fingerprint, write_record, StatsExchange};
 use crate::shard::{Collective, CommStats, ShardLayout};
 use crate::tuning::{FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
-use crate::rng::splitmix;
 use crate::{DType, Error, GradElem, GroupMap, Result, Scope, TensorTable};
 
 /// A sharded selector's layout, collective (unless its owner lends one per call) and buffers.
@@ -116,7 +116,9 @@ enum Buffer {
 impl CpuSelector {
     /// What the last call communicated (zero for an unsharded selector).
     pub fn comm_stats(&self) -> CommStats {
-        self.sharded.as_ref().map_or(CommStats::default(), |s| s.comm)
+        self.sharded
+            .as_ref()
+            .map_or(CommStats::default(), |s| s.comm)
     }
 
     pub(super) fn select_sharded<T: GradElem>(
@@ -125,7 +127,10 @@ impl CpuSelector {
         mask_ratio: f64,
     ) -> Result<&Selection> {
         let mut sharded = self.sharded.take().expect("a sharded selector");
-        let mut collective = sharded.collective.take().expect("a selector with its collective");
+        let mut collective = sharded
+            .collective
+            .take()
+            .expect("a selector with its collective");
         let outcome = self.sharded_passes(&mut sharded, &mut *collective, grads, mask_ratio, 0);
         sharded.collective = Some(collective);
         self.sharded = Some(sharded);
@@ -189,7 +194,12 @@ impl CpuSelector {
         self.selection.sum_sq = sh.exchange.total().to_f64();
         self.selection.non_finite = sh.exchange.total_non_finite();
         let exchange = &sh.exchange;
-        for (g, (state, stats)) in self.states.iter().zip(&mut self.selection.groups).enumerate() {
+        for (g, (state, stats)) in self
+            .states
+            .iter()
+            .zip(&mut self.selection.groups)
+            .enumerate()
+        {
             debug_assert_eq!(state.stage, Stage::Done);
             let len = self.map.group_len[g];
             *stats = GroupStats {
@@ -218,7 +228,8 @@ impl CpuSelector {
         let header = [dtype_code(T::DTYPE), mask_ratio.to_bits(), sh.calls, tag];
         sh.exchange.begin(header);
         let record_len = sh.exchange.record_len();
-        let (counts, hists, dense_chunks) = (&self.chunk_counts, &self.chunk_hist, &sh.dense_chunks);
+        let (counts, hists, dense_chunks) =
+            (&self.chunk_counts, &self.chunk_hist, &sh.dense_chunks);
         let (group_chunks, offs) = (&self.group_chunks, &self.group_chunk_off);
         let n_groups = self.map.n_groups();
         sh.exchange
@@ -314,7 +325,8 @@ impl CpuSelector {
         let len = sh.active.len() * bins;
         sh.refine[..len].fill(0);
         let candidates = SharedSlice::new(&mut self.candidates);
-        let (chunks, group_chunks, offs) = (&self.chunks, &self.group_chunks, &self.group_chunk_off);
+        let (chunks, group_chunks, offs) =
+            (&self.chunks, &self.group_chunks, &self.group_chunk_off);
         let states = SharedStates::new(&mut self.states);
         sh.refine[..len]
             .par_chunks_mut(bins)
@@ -342,7 +354,11 @@ impl CpuSelector {
             });
         sh.all_reduce(collective, Buffer::Refine(len))?;
         for (i, &g) in sh.active.iter().enumerate() {
-            descend_shared(&mut self.states[g], &sh.refine[i * bins..][..bins], digit_shift);
+            descend_shared(
+                &mut self.states[g],
+                &sh.refine[i * bins..][..bins],
+                digit_shift,
+            );
         }
         Ok(true)
     }

@@ -149,7 +149,9 @@ fn finish(round: &mut Round, world: usize) {
     round.failure = None;
     if round.parts.iter().any(|p| p.len() != len) || round.kinds.iter().any(|&k| k != float) {
         let lens: Vec<usize> = round.parts.iter().map(Vec::len).collect();
-        round.failure = Some(format!("the ranks passed different buffers: lengths {lens:?}"));
+        round.failure = Some(format!(
+            "the ranks passed different buffers: lengths {lens:?}"
+        ));
     } else {
         round.result.clear();
         round.result.extend_from_slice(&round.parts[0]);

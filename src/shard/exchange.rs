@@ -133,7 +133,11 @@ impl StatsExchange {
             let key = (tensor, position / SUM_LEAF_LEN * SUM_LEAF_LEN);
             let leaf = self.cut.partition_point(|c| (c.tensor, c.start) < key);
             let leaf = &self.cut[leaf];
-            debug_assert_eq!((leaf.tensor, leaf.start), key, "cut pieces lie in cut leaves");
+            debug_assert_eq!(
+                (leaf.tensor, leaf.start),
+                key,
+                "cut pieces lie in cut leaves"
+            );
             let slot = leaf.slot + position - leaf.start;
             self.words[base + slot / 2] |= u64::from(x.to_f32().to_bits()) << (32 * (slot % 2));
         }
@@ -190,7 +194,11 @@ impl StatsExchange {
 
 /// Writes this rank's exact sum and non-finite count into `record` (one of
 /// [`StatsExchange::records_mut`]) and returns its extra words.
-pub(crate) fn write_record<'a>(record: &'a mut [u64], sum: &ExactSum, non_finite: u64) -> &'a mut [u64] {
+pub(crate) fn write_record<'a>(
+    record: &'a mut [u64],
+    sum: &ExactSum,
+    non_finite: u64,
+) -> &'a mut [u64] {
     sum.write_words(&mut record[..SUM_WORDS]);
     record[SUM_WORDS] = non_finite;
     &mut record[SUM_WORDS + 1..]

@@ -37,7 +37,10 @@ impl ShardLayout {
         for (r, mine) in ranges.iter().enumerate() {
             if mine.len() != table.len() {
                 let n = mine.len();
-                return bad(format!("rank {r} has {n} ranges for {} tensors", table.len()));
+                return bad(format!(
+                    "rank {r} has {n} ranges for {} tensors",
+                    table.len()
+                ));
             }
         }
         let mut pieces = Vec::with_capacity(ranges.len());
@@ -92,7 +95,10 @@ impl ShardLayout {
                 (0..table.len())
                     .map(|t| {
                         let first = table.offsets()[t] as usize;
-                        let (lo, hi) = (bounds[r].max(first), bounds[r + 1].min(first + table.lengths()[t]));
+                        let (lo, hi) = (
+                            bounds[r].max(first),
+                            bounds[r + 1].min(first + table.lengths()[t]),
+                        );
                         if lo < hi {
                             lo - first..hi - first
                         } else {
@@ -183,15 +189,30 @@ mod tests {
         let ok = vec![vec![0..4, 0..0, 0..0], vec![4..10, 0..0, 0..3]];
         assert!(ShardLayout::new(&table, &ok, 1).is_ok());
         let cases: [(&str, Vec<Vec<Range<usize>>>); 5] = [
-            ("overlap", vec![vec![0..5, 0..0, 0..0], vec![4..10, 0..0, 0..3]]),
+            (
+                "overlap",
+                vec![vec![0..5, 0..0, 0..0], vec![4..10, 0..0, 0..3]],
+            ),
             ("gap", vec![vec![0..4, 0..0, 0..0], vec![5..10, 0..0, 0..3]]),
-            ("short", vec![vec![0..4, 0..0, 0..0], vec![4..9, 0..0, 0..3]]),
-            ("past the end", vec![vec![0..4, 0..0, 0..0], vec![4..11, 0..0, 0..3]]),
-            ("twice", vec![vec![0..10, 0..0, 0..3], vec![0..10, 0..0, 0..0]]),
+            (
+                "short",
+                vec![vec![0..4, 0..0, 0..0], vec![4..9, 0..0, 0..3]],
+            ),
+            (
+                "past the end",
+                vec![vec![0..4, 0..0, 0..0], vec![4..11, 0..0, 0..3]],
+            ),
+            (
+                "twice",
+                vec![vec![0..10, 0..0, 0..3], vec![0..10, 0..0, 0..0]],
+            ),
         ];
         for (what, ranges) in cases {
             assert!(
-                matches!(ShardLayout::new(&table, &ranges, 0), Err(Error::ShardLayout(_))),
+                matches!(
+                    ShardLayout::new(&table, &ranges, 0),
+                    Err(Error::ShardLayout(_))
+                ),
                 "{what}"
             );
         }

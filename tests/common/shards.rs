@@ -40,10 +40,7 @@ pub fn random_layout(rng: &mut StdRng, lengths: &[usize], world: usize) -> Vec<V
 }
 
 /// Runs `f(rank, collective)` on `world` threads, one per rank; returns the results in rank order.
-pub fn run_ranks<R: Send>(
-    world: usize,
-    f: impl Fn(usize, ThreadCollective) -> R + Sync,
-) -> Vec<R> {
+pub fn run_ranks<R: Send>(world: usize, f: impl Fn(usize, ThreadCollective) -> R + Sync) -> Vec<R> {
     std::thread::scope(|s| {
         let f = &f;
         let handles: Vec<_> = ThreadCollective::group(world)
@@ -59,7 +56,10 @@ pub fn run_ranks<R: Send>(
 
 /// Each tensor's slice `ranges[t]`.
 pub fn slices<'a, T>(data: &'a [Vec<T>], ranges: &[Range<usize>]) -> Vec<&'a [T]> {
-    data.iter().zip(ranges).map(|(d, r)| &d[r.clone()]).collect()
+    data.iter()
+        .zip(ranges)
+        .map(|(d, r)| &d[r.clone()])
+        .collect()
 }
 
 /// Every field of a selection as bits, for exact comparisons (NaN sums included).

@@ -4,6 +4,7 @@
 //!   loss curve); every baseline in one `--compare`; real gradients; cached generation;
 //! - `gpu.rs` (`--features cuda`): the device optimizer against the CPU engine bit for bit, and the
 //!   micro run with `--cuda`;
+//! - `shards.rs`: `--shards N` gives the unsharded losses and resumes from per-rank checkpoints;
 //! - `formats.rs`: HF directories (round trip, an error for each kind of bad input) and GGUF (a
 //!   small Q4_1 file written by the test loads back dequantized, Q/K unpermuted, tokenizer rebuilt).
 
@@ -11,6 +12,7 @@ mod formats;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod seeds;
+mod shards;
 mod training;
 
 use std::path::{Path, PathBuf};
