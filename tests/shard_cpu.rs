@@ -6,11 +6,10 @@ mod common;
 
 use std::ops::Range;
 
-use common::shards::{random_layout, run_ranks, selection_bits, slices};
+use common::shards::{random_layout, run_ranks, selection_bits, slices, Failing};
 use common::{draw, Dist, FromF32, ALL_DISTS};
 use gradmask::{
-    Collective, CpuSelector, Error, GradElem, Scope, ShardLayout, Shards, TensorTable,
-    ThreadCollective,
+    CpuSelector, Error, GradElem, Scope, ShardLayout, Shards, TensorTable, ThreadCollective,
 };
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -172,32 +171,6 @@ fn large_tensors_and_repeated_calls() {
     }
 }
 
-/// A collective that fails on its `fail_at`-th call (0-based), like a lost peer.
-struct Failing {
-    inner: ThreadCollective,
-    calls: usize,
-    fail_at: usize,
-}
-
-impl Collective for Failing {
-    fn rank(&self) -> usize {
-        self.inner.rank()
-    }
-    fn world(&self) -> usize {
-        self.inner.world()
-    }
-    fn all_reduce_u64(&mut self, buffer: &mut [u64]) -> gradmask::Result<()> {
-        self.calls += 1;
-        if self.calls - 1 == self.fail_at {
-            return Err(Error::Collective("injected".into()));
-        }
-        self.inner.all_reduce_u64(buffer)
-    }
-    fn all_reduce_f64(&mut self, buffer: &mut [f64]) -> gradmask::Result<()> {
-        self.inner.all_reduce_f64(buffer)
-    }
-}
-
 #[test]
 fn bad_input_fails_on_every_rank_and_changes_nothing() {
     let lengths = [3000usize, 5];
@@ -265,11 +238,7 @@ fn bad_input_fails_on_every_rank_and_changes_nothing() {
         let outcomes = run_ranks(2, |rank, inner| {
             let l = layout(rank);
             let mine = mine(&l);
-            let failing = Failing {
-                inner,
-                calls: 0,
-                fail_at,
-            };
+            let failing = Failing::new(inner, fail_at);
             let mut selector =
                 CpuSelector::sharded(&table, Scope::Global, Shards::new(l, failing).unwrap())
                     .unwrap();

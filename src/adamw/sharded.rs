@@ -193,10 +193,8 @@ impl GmtAdamW {
         for chunk in &self.chunks {
             let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
             let first = sh.layout.local_range(chunk.tensor).start + chunk.start;
-            let (lo, hi) = (chunk.whole_start, chunk.whole_end);
-            sh.exchange.put_cut_values(chunk.tensor, first, &data[..lo]);
-            sh.exchange
-                .put_cut_values(chunk.tensor, first + hi, &data[hi..]);
+            let whole = chunk.whole_start..chunk.whole_end;
+            sh.exchange.put_chunk_cuts(chunk.tensor, first, data, whole);
         }
         sh.comm = CommStats::default();
         sh.comm.count(sh.exchange.words.len());

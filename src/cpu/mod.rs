@@ -7,6 +7,7 @@ mod passes;
 pub mod radix;
 mod select;
 mod sharded;
+mod sharded_refine;
 mod shared;
 
 pub(crate) use pass1::{leaf_sum, sum_sq_and_non_finite};

@@ -124,9 +124,23 @@ impl StatsExchange {
         &self.words[at..at + self.extra]
     }
 
+    /// Writes the entries of one of this rank's chunks of tensor `tensor` (`data`, whose first
+    /// entry is `first` in tensor coordinates) outside its whole leaves (`whole`, relative to
+    /// `data`): those lie in cut leaves.
+    pub fn put_chunk_cuts<T: GradElem>(
+        &mut self,
+        tensor: usize,
+        first: usize,
+        data: &[T],
+        whole: std::ops::Range<usize>,
+    ) {
+        self.put_cut_values(tensor, first, &data[..whole.start]);
+        self.put_cut_values(tensor, first + whole.end, &data[whole.end..]);
+    }
+
     /// Writes the entries `values` of tensor `tensor` that start at `start` (tensor coordinates)
     /// and lie in cut leaves.
-    pub fn put_cut_values<T: GradElem>(&mut self, tensor: usize, start: usize, values: &[T]) {
+    fn put_cut_values<T: GradElem>(&mut self, tensor: usize, start: usize, values: &[T]) {
         let base = self.words.len() - self.slot_words;
         for (i, x) in values.iter().enumerate() {
             let position = start + i;

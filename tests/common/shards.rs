@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use gradmask::{Collective, Selection, ThreadCollective};
+use gradmask::{Collective, Error, Selection, ThreadCollective};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -77,4 +77,41 @@ pub fn selection_bits(s: &Selection) -> Vec<u64> {
         ]);
     }
     out
+}
+
+/// A collective that fails on its `fail_at`-th call (0-based) of `all_reduce_u64`, like a lost
+/// peer; the others pass through.
+pub struct Failing {
+    inner: ThreadCollective,
+    calls: usize,
+    fail_at: usize,
+}
+
+impl Failing {
+    pub fn new(inner: ThreadCollective, fail_at: usize) -> Self {
+        Failing {
+            inner,
+            calls: 0,
+            fail_at,
+        }
+    }
+}
+
+impl Collective for Failing {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn world(&self) -> usize {
+        self.inner.world()
+    }
+    fn all_reduce_u64(&mut self, buffer: &mut [u64]) -> gradmask::Result<()> {
+        self.calls += 1;
+        if self.calls - 1 == self.fail_at {
+            return Err(Error::Collective("injected".into()));
+        }
+        self.inner.all_reduce_u64(buffer)
+    }
+    fn all_reduce_f64(&mut self, buffer: &mut [f64]) -> gradmask::Result<()> {
+        self.inner.all_reduce_f64(buffer)
+    }
 }
