@@ -46,7 +46,7 @@ mod nccl {
     use std::sync::Arc;
 
     use cudarc::driver::{CudaSlice, CudaStream};
-    use cudarc::nccl::{Comm, Id, ReduceOp};
+    use cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
 
     use super::DeviceCollective;
     use crate::{Error, Result};
@@ -86,9 +86,16 @@ mod nccl {
 
         /// One process per GPU: joins the group `id` as `rank` of `world`, with collectives on
         /// `stream` (the stream the selector and optimizer run on).
-        pub fn from_rank(stream: Arc<CudaStream>, rank: usize, world: usize, id: Id) -> Result<Self> {
+        pub fn from_rank(
+            stream: Arc<CudaStream>,
+            rank: usize,
+            world: usize,
+            id: Id,
+        ) -> Result<Self> {
             if rank >= world {
-                return Err(Error::ShardLayout(format!("rank {rank} of a world of {world}")));
+                return Err(Error::ShardLayout(format!(
+                    "rank {rank} of a world of {world}"
+                )));
             }
             if !library_present() {
                 return Err(Error::Collective("libnccl was not found".into()));
@@ -104,7 +111,32 @@ mod nccl {
                 return Err(Error::Collective("libnccl was not found".into()));
             }
             let comms = Comm::from_devices(streams).map_err(nccl)?;
-            Ok(comms.into_iter().map(|comm| NcclCollective { comm }).collect())
+            Ok(comms
+                .into_iter()
+                .map(|comm| NcclCollective { comm })
+                .collect())
+        }
+
+        /// The in-place sum of `buffer[..len]` on the communicator's stream, which must be
+        /// `stream`.
+        fn sum<T: NcclType>(
+            &mut self,
+            stream: &Arc<CudaStream>,
+            buffer: &mut CudaSlice<T>,
+            len: usize,
+        ) -> Result<()> {
+            self.check_stream(stream)?;
+            if len > buffer.len() {
+                let have = buffer.len();
+                return Err(Error::Collective(format!(
+                    "{len} elements of a {have}-element buffer"
+                )));
+            }
+            let mut view = buffer.slice_mut(..len);
+            self.comm
+                .all_reduce_in_place(&mut view, &ReduceOp::Sum)
+                .map(|_| ())
+                .map_err(nccl)
         }
 
         fn check_stream(&self, stream: &Arc<CudaStream>) -> Result<()> {
@@ -133,12 +165,7 @@ mod nccl {
             buffer: &mut CudaSlice<u64>,
             len: usize,
         ) -> Result<()> {
-            self.check_stream(stream)?;
-            let mut view = buffer.slice_mut(..len);
-            self.comm
-                .all_reduce_in_place(&mut view, &ReduceOp::Sum)
-                .map(|_| ())
-                .map_err(nccl)
+            self.sum(stream, buffer, len)
         }
 
         fn all_reduce_f64(
@@ -147,12 +174,7 @@ mod nccl {
             buffer: &mut CudaSlice<f64>,
             len: usize,
         ) -> Result<()> {
-            self.check_stream(stream)?;
-            let mut view = buffer.slice_mut(..len);
-            self.comm
-                .all_reduce_in_place(&mut view, &ReduceOp::Sum)
-                .map(|_| ())
-                .map_err(nccl)
+            self.sum(stream, buffer, len)
         }
     }
 }

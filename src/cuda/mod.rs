@@ -4,6 +4,8 @@
 //! - `pinned`: pinned host buffers that wait for their own copies (staging and stats);
 //! - [`select`]: [`CudaSelector`], the safe selection on the caller's stream;
 //! - [`adamw`]: [`CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
+//! - `launch`: the argument lists of the selection kernels, shared by both selectors;
+//! - `shard`: `CudaSelector::sharded`, one rank of a sharded model;
 //! - [`collective`]: [`DeviceCollective`], the all-reduce of sharded selection on the caller's
 //!   stream, and (feature `nccl`) `NcclCollective` over NCCL.
 //!
@@ -12,18 +14,19 @@
 
 pub mod adamw;
 pub mod collective;
+mod launch;
 pub mod module;
 mod pinned;
-mod shard;
 pub mod select;
+mod shard;
 pub mod types;
 
 use std::sync::Arc;
 
 pub use adamw::CudaGmtAdamW;
+pub use collective::DeviceCollective;
 #[cfg(feature = "nccl")]
 pub use collective::NcclCollective;
-pub use collective::DeviceCollective;
 pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 pub use module::KERNELS_BUILT;
 pub use select::CudaSelector;

@@ -4,27 +4,21 @@
 //! and the stats reach the host only when asked ([`CudaSelector::copy_stats_async`] then
 //! [`CudaSelector::stats`]).
 
-use std::ffi::c_void;
 use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
+use super::launch::{Launches, REFINE_COMPACT, REFINE_SKIP_CANDIDATES};
 use super::module::{cuda, Function, Module};
 use super::pinned::Pinned;
 use super::types::{GmChunk, GmGroup, GmStep};
 use crate::config::validate_ratio;
 use crate::select::{GroupStats, Selection};
 use crate::table::{GroupMap, TensorTable};
-use crate::tuning::{
-    BLOCK_THREADS, CANDIDATE_BLOCKS, FIRST_DIGIT_BINS, GPU_CHUNK_LEN, MAX_CUDA_CANDIDATES,
-};
+use crate::tuning::{FIRST_DIGIT_BINS, GPU_CHUNK_LEN, MAX_CUDA_CANDIDATES};
 use crate::work::{runs, whole_tensors};
 use crate::{DType, Error, GradElem, Result, Scope};
-
-/// Flags of `gm_refine_*` (kernels/select.cu).
-pub(super) const REFINE_COMPACT: u32 = 1;
-pub(super) const REFINE_SKIP_CANDIDATES: u32 = 2;
 
 pub(super) struct Kernels {
     _module: Module,
@@ -333,65 +327,29 @@ impl CudaSelector {
         let (d_hist, _hist_written) = self.d_hist.device_ptr_mut(stream);
         let (d_step, _step_written) = self.d_step.device_ptr_mut(stream);
         let (d_cand, _cand_written) = self.d_cand.device_ptr_mut(stream);
-        let (mut d_chunks, mut d_groups, mut d_hist, mut d_step, mut d_cand) =
-            (d_chunks, d_groups, d_hist, d_step, d_cand);
-        let (n_chunks, mut n_groups) = (self.chunks.len() as u32, self.map.n_groups() as u32);
-        let (mut ratio, mut key_bits) = (mask_ratio, dtype.key_bits());
-        let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
+        let launch = Launches {
+            stream: raw_stream,
+            n_chunks: self.chunks.len() as u32,
+            n_groups: self.map.n_groups() as u32,
+            d_chunks,
+            d_groups,
+            d_hist,
+            d_step,
+            d_cand,
+        };
         let k = &self.kernels;
         let d = dtype_index(dtype);
-        // SAFETY (every launch below): the argument arrays match the kernels' parameter lists in
-        // kernels/select.cu; the workspace buffers are owned by `self` and sized in `new` for this
-        // table; the gradient addresses satisfy this function's contract.
+        // SAFETY: the workspace buffers are owned by `self` and sized in `build` for this table,
+        // the work list is uploaded, and the gradient addresses satisfy this function's contract.
         unsafe {
-            k.begin.launch(
-                raw_stream,
-                (n_groups.div_ceil(BLOCK_THREADS), 1, 1),
-                &mut [
-                    arg(&mut d_groups),
-                    &mut n_groups as *mut u32 as _,
-                    arg(&mut d_step),
-                    &mut ratio as *mut f64 as _,
-                    &mut key_bits as *mut u32 as _,
-                ],
-            )?;
-            k.histogram[d].launch(
-                raw_stream,
-                (n_chunks, 1, 1),
-                &mut [
-                    arg(&mut d_chunks),
-                    arg(&mut d_groups),
-                    arg(&mut d_hist),
-                    arg(&mut d_step),
-                ],
-            )?;
-            // One refinement pass over every chunk; `flags` picks compaction or skips the groups
-            // that the candidate kernel finishes.
-            let refine = move |mut flags: u32| {
-                let (mut chunks, mut groups, mut hist, mut cand) =
-                    (d_chunks, d_groups, d_hist, d_cand);
-                k.refine[d].launch(
-                    raw_stream,
-                    (n_chunks, 1, 1),
-                    &mut [
-                        arg(&mut chunks),
-                        arg(&mut groups),
-                        arg(&mut hist),
-                        arg(&mut cand),
-                        &mut flags as *mut u32 as _,
-                    ],
-                )
-            };
+            launch.begin(k.begin, mask_ratio, dtype.key_bits())?;
+            launch.histogram(k.histogram[d])?;
             if dtype == DType::F32 {
-                refine(REFINE_COMPACT)?;
-                k.candidates.launch(
-                    raw_stream,
-                    (n_groups, CANDIDATE_BLOCKS, 1),
-                    &mut [arg(&mut d_groups), arg(&mut d_hist), arg(&mut d_cand)],
-                )?;
-                refine(REFINE_SKIP_CANDIDATES)?;
+                launch.refine(k.refine[d], REFINE_COMPACT)?;
+                launch.candidates(k.candidates)?;
+                launch.refine(k.refine[d], REFINE_SKIP_CANDIDATES)?;
             } else {
-                refine(0)?;
+                launch.refine(k.refine[d], 0)?;
             }
         }
         Ok(())
@@ -402,7 +360,8 @@ impl CudaSelector {
     fn upload_work_list(&mut self, elem_size: usize) -> Result<()> {
         if !self.chunks.is_empty() {
             let staging = self.h_chunks.write()?;
-            for ((slot, chunk), &start) in staging.iter_mut().zip(&self.chunks).zip(&self.chunk_starts)
+            for ((slot, chunk), &start) in
+                staging.iter_mut().zip(&self.chunks).zip(&self.chunk_starts)
             {
                 let tensor = chunk.tensor as usize;
                 *slot = GmChunk {

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
 
 use super::collective::DeviceCollective;
+use super::launch::{Launches, REFINE_COMPACT, REFINE_SKIP_CANDIDATES};
 use super::module::{cuda, Function, Module};
-use super::select::{dtype_index, CudaSelector, REFINE_COMPACT, REFINE_SKIP_CANDIDATES};
+use super::select::{dtype_index, CudaSelector};
 use crate::shard::{CommStats, ShardLayout};
-use crate::tuning::{BLOCK_THREADS, CANDIDATE_BLOCKS, FIRST_DIGIT_BINS};
+use crate::tuning::{BLOCK_THREADS, FIRST_DIGIT_BINS};
 use crate::{DType, Error, Result, Scope, TensorTable};
 
 /// A sharded selector's layout, collective, kernels and reduce buffer of sums.
@@ -53,16 +54,27 @@ impl CudaSelector {
         mut collective: Box<dyn DeviceCollective>,
     ) -> Result<Self> {
         if !layout.fits(table) {
-            return Err(Error::ShardLayout("the layout was built for another table".into()));
+            return Err(Error::ShardLayout(
+                "the layout was built for another table".into(),
+            ));
         }
         if collective.rank() != layout.rank() || collective.world() != layout.world() {
-            return Err(Error::ShardLayout("the collective's rank or world is not the layout's".into()));
+            return Err(Error::ShardLayout(
+                "the collective's rank or world is not the layout's".into(),
+            ));
         }
         let local: Vec<Range<usize>> = (0..table.len()).map(|t| layout.local_range(t)).collect();
         let local_total: usize = local.iter().map(|r| r.len()).sum();
         let capacity = (local_total as u64 / 32).clamp(1 << 16, crate::tuning::MAX_CUDA_CANDIDATES);
         let n_groups = crate::GroupMap::new(table, scope).n_groups();
-        let mut selector = Self::build(stream.clone(), table, scope, capacity as usize, &local, n_groups + 1)?;
+        let mut selector = Self::build(
+            stream.clone(),
+            table,
+            scope,
+            capacity as usize,
+            &local,
+            n_groups + 1,
+        )?;
         let print = crate::cpu::sharded_fingerprint(table, scope, &layout);
         check_fingerprint(&stream, &mut *collective, print)?;
         let module = Module::load(stream.context(), "select_shard")?;
@@ -94,6 +106,11 @@ impl CudaSelector {
         self.shard.as_ref().map_or(CommStats::default(), |s| s.comm)
     }
 
+    /// The shard layout of a sharded selector.
+    pub fn shard_layout(&self) -> Option<&ShardLayout> {
+        self.shard.as_ref().map(|s| &s.layout)
+    }
+
     /// The sharded passes (see the module notes and `kernels/select_shard.cu`).
     ///
     /// # Safety
@@ -109,111 +126,142 @@ impl CudaSelector {
 
     /// # Safety
     /// As [`CudaSelector::enqueue_sharded`].
-    unsafe fn sharded_launches(&mut self, sh: &mut CudaShards, dtype: DType, ratio: f64) -> Result<()> {
-        let (n_chunks, n_groups) = (self.chunks.len() as u32, self.map.n_groups() as u32);
+    unsafe fn sharded_launches(
+        &mut self,
+        sh: &mut CudaShards,
+        dtype: DType,
+        ratio: f64,
+    ) -> Result<()> {
+        let n_groups = self.map.n_groups() as u32;
         let hist_words = n_groups as usize * FIRST_DIGIT_BINS;
-        let raw_stream = self.stream.cu_stream();
         let d = dtype_index(dtype);
         sh.comm = CommStats::default();
         let stream = self.stream.clone();
-        // Device addresses of the workspace; each guard records its use on our stream at once.
-        let (mut d_chunks, mut d_groups, mut d_hist, mut d_step, mut d_cand, mut d_sums) = (
-            self.d_chunks.device_ptr_mut(&stream).0,
-            self.d_groups.device_ptr_mut(&stream).0,
-            self.d_hist.device_ptr_mut(&stream).0,
-            self.d_step.device_ptr_mut(&stream).0,
-            self.d_cand.device_ptr_mut(&stream).0,
-            sh.d_sums.device_ptr_mut(&stream).0,
-        );
-        let mut d_tail = d_hist + 8 * hist_words as u64;
-        let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
-        let (mut ratio, mut key_bits, mut groups) = (ratio, dtype.key_bits(), n_groups);
-        // SAFETY (every launch below): the argument arrays match the kernels' parameter lists in
-        // kernels/select.cu and select_shard.cu; the workspace is owned by `self` and sized for
-        // this table (d_hist with its tail of n_groups + 1 words, d_sums n_groups + 1); the
-        // gradient addresses satisfy this function's contract.
+        // Device addresses of the workspace. Each guard records its use on our stream at once:
+        // the buffers are the selector's own, and every launch and all-reduce below is on this
+        // stream, so nothing else needs ordering after them.
+        let launch = Launches {
+            stream: stream.cu_stream(),
+            n_chunks: self.chunks.len() as u32,
+            n_groups,
+            d_chunks: self.d_chunks.device_ptr_mut(&stream).0,
+            d_groups: self.d_groups.device_ptr_mut(&stream).0,
+            d_hist: self.d_hist.device_ptr_mut(&stream).0,
+            d_step: self.d_step.device_ptr_mut(&stream).0,
+            d_cand: self.d_cand.device_ptr_mut(&stream).0,
+        };
+        let d_sums = sh.d_sums.device_ptr_mut(&stream).0;
+        let d_tail = launch.d_hist + 8 * hist_words as u64;
+        let (decide, refine) = (sh.decide, sh.refine[d]);
+        // SAFETY (every launch below): the workspace is owned by `self` and sized for this table
+        // (d_hist with its tail of n_groups + 1 words, d_sums n_groups + 1), the work list is
+        // uploaded, and the gradient addresses satisfy this function's contract.
         unsafe {
-            self.kernels.begin.launch(
-                raw_stream,
-                (n_groups.div_ceil(BLOCK_THREADS), 1, 1),
-                &mut [arg(&mut d_groups), &mut groups as *mut u32 as _, arg(&mut d_step), &mut ratio as *mut f64 as _, &mut key_bits as *mut u32 as _],
-            )?;
-            sh.histogram[d].launch(
-                raw_stream,
-                (n_chunks, 1, 1),
-                &mut [arg(&mut d_chunks), arg(&mut d_groups), arg(&mut d_hist), arg(&mut d_step)],
-            )?;
-            sh.gather.launch(
-                raw_stream,
-                ((n_groups + 1).div_ceil(BLOCK_THREADS), 1, 1),
-                &mut [arg(&mut d_groups), &mut groups as *mut u32 as _, arg(&mut d_step), arg(&mut d_tail), arg(&mut d_sums)],
-            )?;
+            launch.begin(self.kernels.begin, ratio, dtype.key_bits())?;
+            launch.histogram(sh.histogram[d])?;
+            gather(launch, sh.gather, d_tail, d_sums)?;
         }
-        sh.comm.count(hist_words + n_groups as usize + 1);
-        sh.collective.all_reduce_u64(&stream, &mut self.d_hist, hist_words + n_groups as usize + 1)?;
+        let words = hist_words + n_groups as usize + 1;
+        sh.comm.count(words);
+        sh.collective
+            .all_reduce_u64(&stream, &mut self.d_hist, words)?;
         sh.comm.count(n_groups as usize + 1);
-        sh.collective.all_reduce_f64(&stream, &mut sh.d_sums, n_groups as usize + 1)?;
-        let (decide_fn, refine_fn) = (sh.decide, sh.refine[d]);
-        let decide = move |first: u32| {
-            let (mut groups_, mut hist, mut step, mut tail, mut sums, mut first) =
-                (d_groups, d_hist, d_step, d_tail, d_sums, first);
-            let mut groups = n_groups;
-            // SAFETY: as above.
-            unsafe {
-                decide_fn.launch(
-                    raw_stream,
-                    (n_groups.max(1), 1, 1),
-                    &mut [arg(&mut groups_), &mut groups as *mut u32 as _, arg(&mut hist), arg(&mut step), arg(&mut tail), arg(&mut sums), &mut first as *mut u32 as _],
-                )
-            }
-        };
-        decide(1)?;
-        let refine = move |mut flags: u32| {
-            let (mut chunks, mut groups_, mut hist, mut cand) = (d_chunks, d_groups, d_hist, d_cand);
-            // SAFETY: as above.
-            unsafe {
-                refine_fn.launch(
-                    raw_stream,
-                    (n_chunks, 1, 1),
-                    &mut [arg(&mut chunks), arg(&mut groups_), arg(&mut hist), arg(&mut cand), &mut flags as *mut u32 as _],
-                )
-            }
-        };
-        if dtype == DType::F32 {
-            refine(REFINE_COMPACT)?;
-        } else {
-            refine(0)?;
+        sh.collective
+            .all_reduce_f64(&stream, &mut sh.d_sums, n_groups as usize + 1)?;
+        // SAFETY: as above.
+        unsafe {
+            shard_decide(launch, decide, d_tail, d_sums, 1)?;
+            let flags = if dtype == DType::F32 {
+                REFINE_COMPACT
+            } else {
+                0
+            };
+            launch.refine(refine, flags)?;
         }
         sh.comm.count(hist_words);
-        sh.collective.all_reduce_u64(&stream, &mut self.d_hist, hist_words)?;
-        decide(0)?;
+        sh.collective
+            .all_reduce_u64(&stream, &mut self.d_hist, hist_words)?;
+        // SAFETY: as above.
+        unsafe { shard_decide(launch, decide, d_tail, d_sums, 0)? };
         if dtype == DType::F32 {
             // SAFETY: as above.
             unsafe {
-                sh.candidates.launch(
-                    raw_stream,
-                    (n_groups, CANDIDATE_BLOCKS, 1),
-                    &mut [arg(&mut d_groups), arg(&mut d_hist), arg(&mut d_cand)],
-                )?;
+                launch.candidates(sh.candidates)?;
+                launch.refine(refine, REFINE_SKIP_CANDIDATES)?;
             }
-            refine(REFINE_SKIP_CANDIDATES)?;
             sh.comm.count(hist_words);
-            sh.collective.all_reduce_u64(&stream, &mut self.d_hist, hist_words)?;
-            decide(0)?;
+            sh.collective
+                .all_reduce_u64(&stream, &mut self.d_hist, hist_words)?;
+            // SAFETY: as above.
+            unsafe { shard_decide(launch, decide, d_tail, d_sums, 0)? };
         }
         Ok(())
     }
 }
 
+fn arg<T>(p: &mut T) -> *mut c_void {
+    p as *mut T as *mut c_void
+}
+
+/// `gm_shard_gather`: each group's non-finite count to the histograms' tail and its sum of g^2
+/// to `d_sums`, the step's after them.
+///
+/// # Safety
+/// As [`Launches::begin`]; `d_tail` and `d_sums` hold `n_groups + 1` words.
+unsafe fn gather(mut l: Launches, f: Function, mut d_tail: u64, mut d_sums: u64) -> Result<()> {
+    let grid = ((l.n_groups + 1).div_ceil(BLOCK_THREADS), 1, 1);
+    let params = &mut [
+        arg(&mut l.d_groups),
+        arg(&mut l.n_groups),
+        arg(&mut l.d_step),
+        arg(&mut d_tail),
+        arg(&mut d_sums),
+    ];
+    // SAFETY: the arguments match gm_shard_gather's parameters; the caller's contract.
+    unsafe { f.launch(l.stream, grid, params) }
+}
+
+/// `gm_shard_decide`: every group's bucket from the reduced histogram (`first`: the first digit,
+/// and the reduced totals put back).
+///
+/// # Safety
+/// As [`gather`].
+unsafe fn shard_decide(
+    mut l: Launches,
+    f: Function,
+    mut d_tail: u64,
+    mut d_sums: u64,
+    mut first: u32,
+) -> Result<()> {
+    let grid = (l.n_groups.max(1), 1, 1);
+    let params = &mut [
+        arg(&mut l.d_groups),
+        arg(&mut l.n_groups),
+        arg(&mut l.d_hist),
+        arg(&mut l.d_step),
+        arg(&mut d_tail),
+        arg(&mut d_sums),
+        arg(&mut first),
+    ];
+    // SAFETY: the arguments match gm_shard_decide's parameters; the caller's contract.
+    unsafe { f.launch(l.stream, grid, params) }
+}
+
 /// One all-reduce of `world` words, each rank's fingerprint in its own: all must agree.
-fn check_fingerprint(stream: &Arc<CudaStream>, collective: &mut dyn DeviceCollective, print: u64) -> Result<()> {
+fn check_fingerprint(
+    stream: &Arc<CudaStream>,
+    collective: &mut dyn DeviceCollective,
+    print: u64,
+) -> Result<()> {
     let mut words = vec![0u64; collective.world()];
     words[collective.rank()] = print;
     let mut d_words = stream.clone_htod(&words).map_err(cuda)?;
     collective.all_reduce_u64(stream, &mut d_words, words.len())?;
     let reduced = stream.clone_dtoh(&d_words).map_err(cuda)?;
     if reduced.iter().any(|&w| w != print) {
-        return Err(Error::ShardMismatch { what: "the table, scope or shard layout" });
+        return Err(Error::ShardMismatch {
+            what: "the table, scope or shard layout",
+        });
     }
     Ok(())
 }
