@@ -11,13 +11,10 @@
 //!
 //! [`Error::ShardMismatch`]: crate::Error::ShardMismatch
 
-use rayon::prelude::*;
-
 use super::config::{AdamWConfig, MaskMode};
 use super::optimizer::{GmtAdamW, Precision};
-use crate::cpu::exact_sum::ExactSum;
 use crate::rng::{draw, random_cut, splitmix, stream};
-use crate::shard::exchange::{check_fingerprint, write_record, StatsExchange};
+use crate::shard::exchange::{check_fingerprint, StatsExchange};
 use crate::shard::{Collective, CommStats, ShardLayout, Shards};
 use crate::{GradElem, GroupMap, MaskConfig, MaskedUpdate, Result, TensorTable};
 
@@ -156,27 +153,18 @@ impl GmtAdamW {
             sh.calls,
             tag,
         ]);
-        let record_len = sh.exchange.record_len();
         let (chunks, sums, counts) = (&self.chunks, &self.chunk_sum_sq, &self.chunk_non_finite);
-        let (group_chunks, offs, frozen) =
-            (&self.group_chunks, &self.group_chunk_off, &self.frozen);
-        let n_groups = self.map.n_groups();
-        let dense_chunks = &sh.dense_chunks;
-        sh.exchange
-            .records_mut()
-            .par_chunks_mut(record_len)
-            .enumerate()
-            .for_each(|(g, record)| {
-                let mine = if g < n_groups {
-                    &group_chunks[offs[g]..offs[g + 1]]
-                } else {
-                    &dense_chunks[..]
-                };
-                let mut sum = ExactSum::default();
-                mine.iter().for_each(|&c| sum.merge(&sums[c]));
-                let non_finite = mine.iter().map(|&c| counts[c]).sum();
-                let extra = write_record(record, &sum, non_finite);
-                if let (Some((key, cut)), true) = (random, g < n_groups) {
+        let lists = (
+            &self.group_chunks[..],
+            &self.group_chunk_off[..],
+            &sh.dense_chunks[..],
+        );
+        let frozen = &self.frozen;
+        sh.exchange.fill_records(
+            lists,
+            |c| (sums[c], counts[c]),
+            |_, mine, extra| {
+                if let Some((key, cut)) = random {
                     // The random mask's kept entries (the update counts the same draws).
                     extra[0] = mine
                         .iter()
@@ -189,7 +177,8 @@ impl GmtAdamW {
                         })
                         .sum();
                 }
-            });
+            },
+        );
         for chunk in &self.chunks {
             let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
             let first = sh.layout.local_range(chunk.tensor).start + chunk.start;
@@ -204,7 +193,7 @@ impl GmtAdamW {
         // Every collective succeeded: the stats of the whole tensors.
         self.sum_sq = sh.exchange.total().to_f64();
         let non_finite = sh.exchange.total_non_finite();
-        for g in 0..n_groups {
+        for g in 0..self.map.n_groups() {
             let stats = self.scanned_stats(g, &sh.exchange.sums[g], sh.exchange.non_finite(g));
             self.groups[g] = stats;
             if random.is_some() && non_finite == 0 {

@@ -15,7 +15,6 @@
 
 use rayon::prelude::*;
 
-use super::exact_sum::ExactSum;
 use super::radix::{GroupState, Stage};
 use super::select::CpuSelector;
 use super::sharded_refine::descend_shared;
@@ -23,7 +22,7 @@ use crate::adamw::table_fingerprint;
 use crate::config::{kept_target, validate_ratio};
 use crate::rng::splitmix;
 use crate::select::{without_selection, GroupStats, Selection};
-use crate::shard::exchange::{check_fingerprint, write_record, StatsExchange};
+use crate::shard::exchange::{check_fingerprint, StatsExchange};
 use crate::shard::{Collective, CommStats, ShardLayout};
 use crate::tuning::{FIRST_DIGIT_BINS, FIRST_DIGIT_BITS, REFINE_DIGIT_BITS};
 use crate::{DType, Error, GradElem, GroupMap, Result, Scope, TensorTable};
@@ -231,34 +230,24 @@ impl CpuSelector {
         sh.calls += 1;
         let header = [dtype_code(T::DTYPE), mask_ratio.to_bits(), sh.calls, tag];
         sh.exchange.begin(header);
-        let record_len = sh.exchange.record_len();
-        let (counts, hists, dense_chunks) =
-            (&self.chunk_counts, &self.chunk_hist, &sh.dense_chunks);
-        let (group_chunks, offs) = (&self.group_chunks, &self.group_chunk_off);
-        let n_groups = self.map.n_groups();
-        sh.exchange
-            .records_mut()
-            .par_chunks_mut(record_len)
-            .enumerate()
-            .for_each(|(g, record)| {
-                let mine = if g < n_groups {
-                    &group_chunks[offs[g]..offs[g + 1]]
-                } else {
-                    &dense_chunks[..] // the dense tensors' record is the last
-                };
-                let mut sum = ExactSum::default();
-                mine.iter().for_each(|&c| sum.merge(&counts[c].sum));
-                let non_finite = mine.iter().map(|&c| counts[c].non_finite).sum();
-                let hist = write_record(record, &sum, non_finite);
-                if g < n_groups {
-                    for &c in mine {
-                        let chunk_hist = &hists[c * FIRST_DIGIT_BINS..][..FIRST_DIGIT_BINS];
-                        for (h, &count) in hist.iter_mut().zip(chunk_hist) {
-                            *h += u64::from(count);
-                        }
+        let (counts, hists) = (&self.chunk_counts, &self.chunk_hist);
+        let lists = (
+            &self.group_chunks[..],
+            &self.group_chunk_off[..],
+            &sh.dense_chunks[..],
+        );
+        sh.exchange.fill_records(
+            lists,
+            |c| (counts[c].sum, counts[c].non_finite),
+            |_, mine, hist| {
+                for &c in mine {
+                    let chunk_hist = &hists[c * FIRST_DIGIT_BINS..][..FIRST_DIGIT_BINS];
+                    for (h, &count) in hist.iter_mut().zip(chunk_hist) {
+                        *h += u64::from(count);
                     }
                 }
-            });
+            },
+        );
         for chunk in &self.chunks {
             let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
             let first = sh.layout.local_range(chunk.tensor).start + chunk.start;

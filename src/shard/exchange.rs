@@ -7,6 +7,8 @@
 //! tensors (the step totals count them), then the cut leaves' entries as f32 bits, two per word.
 //! A word written by one rank only is carried whole by the sum; sums and counts add.
 
+use rayon::prelude::*;
+
 use super::ShardLayout;
 use crate::cpu::exact_sum::{ExactSum, SUM_WORDS};
 use crate::cpu::leaf_sum;
@@ -107,15 +109,39 @@ impl StatsExchange {
         self.words[at..at + HEADER_WORDS].copy_from_slice(&header);
     }
 
-    /// Every group's record, then the dense tensors', for [`write_record`] (in parallel).
-    pub fn records_mut(&mut self) -> &mut [u64] {
+    /// Writes every group's record, then the dense tensors', in parallel: the exact sum and
+    /// non-finite count of this rank's chunks of it (`group_chunks[offs[g]..offs[g + 1]]`, or
+    /// `dense_chunks`), added from `stats(chunk)`; then, for a group, `extra(g, chunks, words)`
+    /// writes its extra words.
+    pub fn fill_records(
+        &mut self,
+        (group_chunks, offs, dense_chunks): (&[usize], &[usize], &[usize]),
+        stats: impl Fn(usize) -> (ExactSum, u64) + Sync,
+        extra: impl Fn(usize, &[usize], &mut [u64]) + Sync,
+    ) {
         let (at, len) = (self.record_at(0), (self.n_groups + 1) * self.record());
-        &mut self.words[at..at + len]
-    }
-
-    /// Words of one record.
-    pub fn record_len(&self) -> usize {
-        self.record()
+        let (n_groups, record_len) = (self.n_groups, self.record());
+        self.words[at..at + len]
+            .par_chunks_mut(record_len)
+            .enumerate()
+            .for_each(|(g, record)| {
+                let mine = if g < n_groups {
+                    &group_chunks[offs[g]..offs[g + 1]]
+                } else {
+                    dense_chunks // the dense tensors' record is the last
+                };
+                let (mut sum, mut non_finite) = (ExactSum::default(), 0);
+                for &c in mine {
+                    let (s, n) = stats(c);
+                    sum.merge(&s);
+                    non_finite += n;
+                }
+                sum.write_words(&mut record[..SUM_WORDS]);
+                record[SUM_WORDS] = non_finite;
+                if g < n_groups {
+                    extra(g, mine, &mut record[SUM_WORDS + 1..]);
+                }
+            });
     }
 
     /// The reduced extra words of group `group`.
@@ -204,18 +230,6 @@ impl StatsExchange {
         self.sums.iter().for_each(|s| total.merge(s));
         total
     }
-}
-
-/// Writes this rank's exact sum and non-finite count into `record` (one of
-/// [`StatsExchange::records_mut`]) and returns its extra words.
-pub(crate) fn write_record<'a>(
-    record: &'a mut [u64],
-    sum: &ExactSum,
-    non_finite: u64,
-) -> &'a mut [u64] {
-    sum.write_words(&mut record[..SUM_WORDS]);
-    record[SUM_WORDS] = non_finite;
-    &mut record[SUM_WORDS + 1..]
 }
 
 /// Checks at construction that every rank built the same object: each rank puts `fingerprint`
