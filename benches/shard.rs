@@ -4,7 +4,7 @@
 //!    threads over `ThreadCollective`, flat (ZeRO) layouts, Llama-3.2-1B shapes scaled down 16x
 //!    and Llama-2-7B shapes scaled down 96x, f32 and bf16 gradients, per-tensor and global scope,
 //!    2, 4 and 8 ranks; beside them the bytes each rank would receive to all-gather the gradients
-//!    of the *full-size* model (the naive way to select exactly). What the exchange carries does
+//!    (in their dtype) of the *full-size* model (the naive way to select exactly). What the exchange carries does
 //!    not depend on the tensors' lengths, only on the number of groups, digits, ranks and of
 //!    leaves cut by shard boundaries, so the scaled runs give the full-size bytes (the bench checks
 //!    this: two scales, the same bytes).
@@ -68,7 +68,7 @@ fn bytes_table(name: &str, shapes: impl Fn(usize) -> Vec<(String, usize)>, scale
         scales[0],
         scales[1]
     );
-    println!("| scope | dtype | ranks | calls | bytes per rank per step | all-gather of f32 gradients per rank | ratio |");
+    println!("| scope | dtype | ranks | calls | bytes per rank per step | all-gather of the gradients (their dtype) per rank | ratio |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for scope in [Scope::PerTensor, Scope::Global] {
         for world in [2usize, 4, 8] {
