@@ -102,16 +102,21 @@ mod tests {
         );
         assert!(unsharded.iter().all(|r| r.whole == (0..r.len)));
         let sharded = runs(&table, &[1000..2100, 0..0, 1024..1024], 1024);
-        assert_eq!(sharded.len(), 2);
+        let got: Vec<(usize, usize, u64, u64)> = sharded
+            .iter()
+            .map(|r| (r.start, r.len, r.global, r.local_flat))
+            .collect();
+        // Cut where the unsharded chunks are cut (1024, 2048); tensor 2's slice is empty.
         assert_eq!(
-            (sharded[0].start, sharded[0].len, sharded[0].global),
-            (0, 24, 1000)
+            got,
+            vec![
+                (0, 24, 1000, 0),
+                (24, 1024, 1024, 24),
+                (1048, 52, 2048, 1048)
+            ]
         );
         assert_eq!(sharded[0].whole, 24..24); // 1000..1024 lies in the cut leaf 512..1024
-        assert_eq!(
-            (sharded[1].start, sharded[1].len, sharded[1].local_flat),
-            (24, 1076, 24)
-        );
-        assert_eq!(sharded[1].whole, 0..1024); // 1024..2048 whole, 2048..2100 cut
+        assert_eq!(sharded[1].whole, 0..1024); // 1024..2048 whole
+        assert_eq!(sharded[2].whole, 0..0); // 2048..2100 in the cut leaf 2048..2560
     }
 }
