@@ -2,9 +2,9 @@
 //! caller's stream (no host sync), and `NcclCollective`, its implementation over NCCL (feature
 //! `nccl`: cudarc's bindings, `libnccl` loaded at run time, from `scripts/install-nccl.sh`).
 //!
-//! One process per GPU: rank 0 makes an [`cudarc::nccl::Id`], hands its 128 bytes to the other
-//! processes however the trainer talks to them, and each calls [`NcclCollective::from_rank`].
-//! One thread per GPU: [`NcclCollective::from_streams`] makes every rank's communicator at once;
+//! One process per GPU: rank 0 makes a `cudarc::nccl::Id`, hands its 128 bytes to the other
+//! processes however the trainer talks to them, and each calls `NcclCollective::from_rank`.
+//! One thread per GPU: `NcclCollective::from_streams` makes every rank's communicator at once;
 //! move one to each thread.
 
 use std::sync::Arc;
