@@ -7,7 +7,7 @@ mod common;
 
 use std::ops::Range;
 
-use common::shards::{random_layout, run_ranks, Failing};
+use common::shards::{random_layout, run_ranks, slices, Failing};
 use common::{draw_f32, Dist, TempDir};
 use gradmask::{
     AdamWConfig, Error, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope, ShardLayout, Shards,
@@ -110,6 +110,11 @@ fn run(
     reports
 }
 
+/// Copies of this rank's slices `mine` of every tensor.
+fn owned(data: &[Vec<f32>], mine: &[Range<usize>]) -> Vec<Vec<f32>> {
+    slices(data, mine).iter().map(|x| x.to_vec()).collect()
+}
+
 fn to_bf16(x: &[f32]) -> Vec<bf16> {
     x.iter().map(|&v| bf16::from_f32(v)).collect()
 }
@@ -149,12 +154,7 @@ fn compare(s: &Setup, layout: &[Vec<Range<usize>>]) {
     let stability = run_ranks(layout.len(), |rank, c| {
         let l = ShardLayout::new(&s.table, layout, rank).unwrap();
         let mine = &layout[rank];
-        let mut params: Vec<Vec<f32>> = s
-            .params
-            .iter()
-            .zip(mine)
-            .map(|(p, r)| p[r.clone()].to_vec())
-            .collect();
+        let mut params = owned(&s.params, mine);
         let mut opt = sharded(s, l, c);
         opt.track_stability(true);
         let got = run(&mut opt, s, mine, &mut params, 0..n_steps);
@@ -317,12 +317,7 @@ fn per_rank_checkpoints_resume_bit_exactly() {
         let path = |rank: usize| dir.0.join(format!("{kind:?}-{rank}.safetensors"));
         let halfway: Vec<Vec<Vec<f32>>> = run_ranks(world, |rank, c| {
             let mine = &layout[rank];
-            let mut params: Vec<Vec<f32>> = s
-                .params
-                .iter()
-                .zip(mine)
-                .map(|(p, r)| p[r.clone()].to_vec())
-                .collect();
+            let mut params = owned(&s.params, mine);
             let mut opt = sharded(&s, ShardLayout::new(&s.table, &layout, rank).unwrap(), c);
             assert_eq!(run(&mut opt, &s, mine, &mut params, 0..2), want[..2]);
             opt.save(&path(rank)).unwrap();
