@@ -4,6 +4,7 @@
 pub mod adamw_ref;
 pub mod cuda_steps;
 pub mod f32_limits;
+pub mod shard_steps;
 pub mod shards;
 
 use std::path::PathBuf;
