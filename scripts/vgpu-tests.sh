@@ -4,7 +4,7 @@
 #   scripts/vgpu-tests.sh            # seeds 1, 2 (with independent thread scheduling) and 3
 #   scripts/vgpu-tests.sh 7 8        # other seeds
 #
-# The CUDA test binaries (select_cuda, adamw_cuda, vgpu_defects, the doctests) are built once with
+# The CUDA test binaries (select_cuda, adamw_cuda, shard_cuda, vgpu_defects, the doctests) are built once with
 # `cargo test --no-run` (the test profile, as `cargo test` builds them) and run directly, one test
 # thread each (so each seed's launch order is reproducible), two seeds at a time on two cores. The
 # planted-defect proof runs with the first seed only. Each seed's log lands in
@@ -15,7 +15,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
-tests=(--test select_cuda --test adamw_cuda --test adamw_cuda_stability --test vgpu_defects)
+# shard_cuda runs with feature nccl: the sharded selector over the stand-in NCCL too.
+tests=(--features nccl --test select_cuda --test adamw_cuda --test adamw_cuda_stability --test shard_cuda --test vgpu_defects)
 
 # Build the stand-in and the test binaries, and list the binaries.
 scripts/vgpu.sh true

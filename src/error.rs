@@ -95,6 +95,19 @@ pub enum Error {
     /// A candle operation of `gradmask::candle` failed (candle's message).
     #[error("candle: {0}")]
     Candle(String),
+    /// A shard layout that does not cover every tensor exactly once across the ranks (an overlap,
+    /// a gap, a range past the tensor's end), or a rank outside the world.
+    #[error("shard layout: {0}")]
+    ShardLayout(String),
+    /// The ranks of a sharded selector or optimizer disagree on what must be the same on all of
+    /// them (the table, scope, layout and configuration at construction; the mask ratio, dtype,
+    /// precision or step at a call). Every rank returns this error, and nothing changes.
+    #[error("the ranks disagree on {what}")]
+    ShardMismatch { what: &'static str },
+    /// A collective (all-reduce) failed: a rank left, buffers of different lengths, or the
+    /// library's own error.
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 /// What is wrong with a candle var or its gradient ([`Error::Var`]).

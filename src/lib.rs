@@ -17,6 +17,9 @@
 //! - [`adamw`]: [`GmtAdamW`] (selection plus the fused masked AdamW, checkpoints), [`AdamWConfig`],
 //!   [`MaskMode`], [`StepReport`], [`MaskStability`] (opt-in: how many kept entries were kept at
 //!   the step before), and [`adamw::math`], the per-entry update a kernel mirrors.
+//! - [`shard`]: sharded selection (ZeRO/FSDP): [`ShardLayout`], the [`Collective`] all-reduce
+//!   and the in-process [`ThreadCollective`], [`Shards`] for [`CpuSelector::sharded`] and
+//!   [`GmtAdamW::sharded`]. `work`: the chunk work list every engine builds from.
 //! - [`rng`]: the counter-based hash keyed by (seed, step, global index) behind the random mask
 //!   and stochastic rounding, with its bit recipe for the CUDA side.
 //! - [`tuning`]: radix digit widths and launch constants, mirrored from `kernels/tuning.cuh`.
@@ -57,8 +60,10 @@ pub mod dtype;
 pub mod error;
 pub mod rng;
 pub mod select;
+pub mod shard;
 pub mod table;
 pub mod tuning;
+mod work;
 
 pub use adamw::{
     AdamWConfig, GmtAdamW, MaskMode, MaskStability, Precision, StepReport, TensorStability,
@@ -68,4 +73,5 @@ pub use cpu::CpuSelector;
 pub use dtype::{DType, GradElem};
 pub use error::{Error, Result, VarProblem};
 pub use select::{GroupStats, Selection, KEEP_NONE};
+pub use shard::{Collective, CommStats, ShardLayout, Shards, ThreadCollective};
 pub use table::{GroupMap, TensorTable};

@@ -29,6 +29,13 @@ pub const MAX_CUDA_CANDIDATES: u64 =
 /// per-chunk histograms (16 KiB each) are small next to the data, small enough to balance 2-64 cores.
 pub const CPU_CHUNK_LEN: usize = 1 << 20;
 
+/// Entries per leaf of the canonical sum of g^2 (`cpu::exact_sum`): a tensor's leaves start at
+/// multiples of this in its own index; each is summed in f64 lanes, and the leaves exactly. A
+/// multiple of 16 (the lanes) that divides `CPU_CHUNK_LEN`, so whole chunks hold whole leaves.
+pub const SUM_LEAF_LEN: usize = 512;
+
+const _: () = assert!(CPU_CHUNK_LEN.is_multiple_of(SUM_LEAF_LEN));
+
 // Counts local to one CPU chunk (its first-digit histogram, the window pass's lanes, the optimizer's
 // kept count and scan) are u32 so that their loops stay in 32-bit lanes; every count that can reach
 // a group's length (merged histograms, refinement histograms, kept, target) is u64.

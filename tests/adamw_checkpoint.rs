@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::adamw_ref::{draw_grads, draw_params, state, views, views_mut, State};
-use common::Dist;
+use common::{Dist, TempDir};
 use gradmask::tuning::CPU_CHUNK_LEN;
 use gradmask::{
     AdamWConfig, Error, GmtAdamW, MaskConfig, MaskMode, MaskedUpdate, Scope, TensorTable,
@@ -15,24 +15,6 @@ use gradmask::{
 use half::bf16;
 
 const LENGTHS: [usize; 5] = [3, 0, 1, 4099, CPU_CHUNK_LEN + 7];
-
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("gradmask-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {

@@ -35,7 +35,7 @@ struct Defect {
 const DEFECTS: [Defect; 6] = [
     Defect {
         what: "a removed __syncthreads (histogram zeroed while other warps count)",
-        file: "select.cu",
+        file: "select.cuh",
         find: "    __syncthreads();\n    double sum_sq = 0.0;",
         replace: "    double sum_sq = 0.0;",
         // The other warps' atomics read bins not yet zeroed: initcheck fires before racecheck.
@@ -43,7 +43,7 @@ const DEFECTS: [Defect; 6] = [
     },
     Defect {
         what: "a removed __threadfence before the last-block ticket",
-        file: "select.cu",
+        file: "select.cuh",
         find: "    __threadfence();  // this block's histogram and candidate writes before its ticket\n",
         replace: "",
         caught_by: &["racecheck"],
@@ -64,14 +64,14 @@ const DEFECTS: [Defect; 6] = [
     },
     Defect {
         what: "a histogram bin off by one",
-        file: "select.cu",
+        file: "select.cuh",
         find: "if (select) hist_add(s_hist, key >> shift);",
         replace: "if (select) hist_add(s_hist, (key >> shift) + 1);",
         caught_by: &["memcheck", "mismatch"],
     },
     Defect {
         what: "an uninitialised shared counter",
-        file: "select.cu",
+        file: "select.cuh",
         find: "    if (threadIdx.x == 0) s_cand_count = 0;\n",
         replace: "",
         caught_by: &["initcheck"],

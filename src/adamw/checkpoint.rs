@@ -1,14 +1,16 @@
 //! Saving and loading the optimizer's state as safetensors.
 //!
 //! Tensors, all f32 of shape `[len]`, one per table tensor `t`: `m.{t}`, `v.{t}` and, with master
-//! weights, `master.{t}`. Metadata (strings): `format` (`gradmask-adamw-v1`), `step`, `precision`
-//! (`none` or a [`Precision`] name), `mask_mode` (`gmt` or `random`), `mask_seed`, `fingerprint`
-//! (of the table: lengths, group ids, dense flags) and `checksum` (of every tensor's bytes, in the
-//! order above, then of `"{step}|{precision}|{mask_mode}|{mask_seed}"`, followed by
-//! `"|{tensor_names}"` when there are names), both as 16 hex digits; and `tensor_names` (the
-//! tensors' names joined by newlines), when the optimizer was given names
-//! ([`GmtAdamW::set_tensor_names`]). A load into an optimizer with names rejects a file whose names
-//! differ ([`VarProblem::Checkpoint`], naming the first var that differs).
+//! weights, `master.{t}` (a sharded rank: its slice of each, `len` its slice's length). Metadata
+//! (strings): `format` (`gradmask-adamw-v1`), `step`, `precision` (`none` or a [`Precision`]
+//! name), `mask_mode` (`gmt` or `random`), `mask_seed`, `fingerprint` (of the table: lengths,
+//! group ids, dense flags), `shard` (`none`, or `{rank}/{world}/{layout fingerprint}`: a rank
+//! loads only its own file) and `checksum` (of every tensor's bytes, in the order above, then of
+//! `"{step}|{precision}|{mask_mode}|{mask_seed}"`, followed by `"|{tensor_names}"` when there are
+//! names), both as 16 hex digits; and `tensor_names` (the tensors' names joined by newlines), when
+//! the optimizer was given names ([`GmtAdamW::set_tensor_names`]). A load into an optimizer with
+//! names rejects a file whose names differ ([`VarProblem::Checkpoint`], naming the first var that
+//! differs).
 //!
 //! The stochastic-rounding seed is an argument of each `step_bf16_stochastic` call, not state: the
 //! caller passes the same seed after a resume. The parameters themselves are the caller's to save.
@@ -136,12 +138,20 @@ impl GmtAdamW {
         Ok(())
     }
 
+    /// The checkpoint's `shard` metadata: `none`, or `{rank}/{world}/{layout fingerprint}`.
+    fn shard_label(&self) -> String {
+        match self.shard_layout() {
+            None => "none".into(),
+            Some(l) => format!("{}/{}/{:016x}", l.rank(), l.world(), l.fingerprint()),
+        }
+    }
+
     /// The checkpoint's tensor names and the state slices they hold, in checksum order.
     fn state_slices(&self) -> Vec<(String, &[f32])> {
         let with_master = self.precision == Some(Precision::Bf16Master);
         let mut out = Vec::new();
-        for (t, &len) in self.table.lengths().iter().enumerate() {
-            let at = self.table.offsets()[t] as usize;
+        for (t, &len) in self.local.lengths().iter().enumerate() {
+            let at = self.local.offsets()[t] as usize;
             out.push((format!("m.{t}"), &self.m[at..][..len]));
             out.push((format!("v.{t}"), &self.v[at..][..len]));
             if with_master {
@@ -174,6 +184,7 @@ impl GmtAdamW {
                 "fingerprint",
                 format!("{:016x}", table_fingerprint(&self.table)),
             ),
+            ("shard", self.shard_label()),
             (
                 "checksum",
                 format!(
@@ -268,6 +279,15 @@ impl GmtAdamW {
         if hex("fingerprint")? != table_fingerprint(&self.table) {
             return Err(fail(path, "the checkpoint is for another tensor table"));
         }
+        // Files written before sharding existed have no `shard`: they are unsharded ones.
+        let shard = meta.get("shard").map_or("none", String::as_str);
+        if shard != self.shard_label() {
+            let want = self.shard_label();
+            return Err(fail(
+                path,
+                format!("the checkpoint is of shard {shard}, not {want}"),
+            ));
+        }
         let step = int("step")?;
         let (precision_name, mode_name, seed) =
             (get("precision")?, get("mask_mode")?, int("mask_seed")?);
@@ -282,18 +302,19 @@ impl GmtAdamW {
         };
         let with_master = precision == Some(Precision::Bf16Master);
         let per_tensor = if with_master { 3 } else { 2 };
-        if file.len() != per_tensor * self.table.len() {
+        let table = &self.local; // this rank's slices (the table itself, unsharded)
+        if file.len() != per_tensor * table.len() {
             return Err(fail(
                 path,
                 format!(
                     "{} tensors, expected {}",
                     file.len(),
-                    per_tensor * self.table.len()
+                    per_tensor * table.len()
                 ),
             ));
         }
         let mut found = Vec::with_capacity(file.len());
-        for (t, &len) in self.table.lengths().iter().enumerate() {
+        for (t, &len) in table.lengths().iter().enumerate() {
             for kind in ["m", "v", "master"].iter().take(per_tensor) {
                 let name = format!("{kind}.{t}");
                 let view = file.tensor(&name).map_err(|e| fail(path, e))?;
@@ -313,7 +334,7 @@ impl GmtAdamW {
             self.master = vec![0.0; self.m.len()];
         }
         for (t, data) in found.chunks(per_tensor).enumerate() {
-            let range = self.table.offsets()[t] as usize..self.table.offsets()[t + 1] as usize;
+            let range = self.local.offsets()[t] as usize..self.local.offsets()[t + 1] as usize;
             let mut targets = vec![&mut self.m[range.clone()], &mut self.v[range.clone()]];
             if with_master {
                 targets.push(&mut self.master[range]);

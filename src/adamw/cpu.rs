@@ -16,34 +16,43 @@ use rayon::prelude::*;
 use super::math::{masked_update, StepScalars};
 use super::slots::{F32Slots, MasterSlots, ParamSlots, RoundSlots};
 use crate::rng::draw;
+use std::ops::Range;
+
 use crate::tuning::CPU_CHUNK_LEN;
+use crate::work::runs;
 use crate::{GradElem, MaskedUpdate, TensorTable};
 
-/// A run of at most `CPU_CHUNK_LEN` entries of one tensor.
+/// A run of at most `CPU_CHUNK_LEN` entries of one tensor (of this rank's slice of it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Chunk {
     pub tensor: usize,
-    /// First entry, within the tensor.
+    /// First entry, within the (local) buffer of the tensor.
     pub start: usize,
     pub len: usize,
-    /// First entry, in the concatenation of every tensor.
+    /// First entry, in the concatenation of every whole tensor: the rng's index.
     pub global: u64,
+    /// First entry, in the flat state (m, v, master) of this rank's slices.
+    pub state_at: usize,
+    /// The chunk's whole leaves of the sum of g^2, relative to `start`.
+    pub whole_start: usize,
+    pub whole_end: usize,
 }
 
-/// The chunks of `table`, tensor by tensor (the order of the CPU selector's chunks).
-pub(crate) fn chunk_list(table: &TensorTable) -> Vec<Chunk> {
-    let mut chunks = Vec::new();
-    for (tensor, &len) in table.lengths().iter().enumerate() {
-        for start in (0..len).step_by(CPU_CHUNK_LEN) {
-            chunks.push(Chunk {
-                tensor,
-                start,
-                len: CPU_CHUNK_LEN.min(len - start),
-                global: table.offsets()[tensor] + start as u64,
-            });
-        }
-    }
-    chunks
+/// The chunks of this rank's slices `local` of `table`'s tensors, tensor by tensor (the order of
+/// the CPU selector's chunks).
+pub(crate) fn chunk_list(table: &TensorTable, local: &[Range<usize>]) -> Vec<Chunk> {
+    runs(table, local, CPU_CHUNK_LEN)
+        .into_iter()
+        .map(|run| Chunk {
+            tensor: run.tensor,
+            start: run.start,
+            len: run.len,
+            global: run.global,
+            state_at: run.local_flat as usize,
+            whole_start: run.whole.start,
+            whole_end: run.whole.end,
+        })
+        .collect()
 }
 
 /// Which entries of a tensor the update keeps.
@@ -179,13 +188,14 @@ pub(crate) enum Params<'a> {
 }
 
 /// Runs the update over every chunk. `m`, `v` (and the master inside `params`) are flat buffers of
-/// the table's total length; `params` holds one base pointer per tensor. `chunk_kept[c]` receives
+/// this rank's total length (the table's, unsharded); `params` holds one base pointer per tensor. `chunk_kept[c]` receives
 /// chunk `c`'s kept count.
 ///
 /// # Safety
 /// Every pointer in `params` points to a live, exclusively borrowed buffer of its tensor's length
-/// (the master buffer: the table's total length) for the duration of the call, and `chunks` is
-/// [`chunk_list`] of that table, so the chunks' ranges are disjoint and in bounds.
+/// (the master buffer: this rank's total length) for the duration of the call, and `chunks` is
+/// [`chunk_list`] of the table and this rank's slices, so the chunks' ranges are disjoint and in
+/// bounds.
 #[allow(clippy::too_many_arguments)] // the buffers of one fused pass, as a kernel takes them
 pub(crate) unsafe fn update_all<G: GradElem>(
     chunks: &[Chunk],
@@ -204,9 +214,9 @@ pub(crate) unsafe fn update_all<G: GradElem>(
         .for_each(|(kept, c)| {
             let g = &grads[c.tensor][c.start..][..c.len];
             let rule = rules[c.tensor];
-            let at = c.global as usize;
-            // SAFETY: the chunks partition the table's entries, so [global, global + len) of the
-            // flat m and v belongs to this task alone; both hold the table's total length.
+            let at = c.state_at;
+            // SAFETY: the chunks partition this rank's entries, so [state_at, state_at + len) of
+            // the flat m and v belongs to this task alone; both hold the local total length.
             let (m, v) = unsafe { (m.slice(at, c.len), v.slice(at, c.len)) };
             *kept = match params {
                 Params::F32(ptrs) => {

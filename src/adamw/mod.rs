@@ -11,7 +11,9 @@
 //! - `stability`: [`MaskStability`], the fraction of each tensor's kept entries that were kept at
 //!   the step before (opt-in with `GmtAdamW::track_stability`; free when off).
 //! - `checkpoint`: `GmtAdamW::save` / `GmtAdamW::load` (safetensors, atomic writes) and
-//!   [`table_fingerprint`].
+//!   [`table_fingerprint`]; a sharded rank saves and loads its own slices.
+//! - `sharded`: `GmtAdamW::sharded` (one rank of a sharded model) and its step's exchange when no
+//!   selection runs.
 //! - `state`: the state as flat host vectors, through which the CUDA optimizer
 //!   ([`crate::cuda::CudaGmtAdamW`]) writes and reads the same checkpoints.
 //!
@@ -45,6 +47,7 @@ pub mod config;
 mod cpu;
 pub mod math;
 mod optimizer;
+mod sharded;
 mod slots;
 mod stability;
 mod state;

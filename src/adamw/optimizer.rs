@@ -13,10 +13,15 @@
 use half::bf16;
 use rayon::prelude::*;
 
+use std::ops::Range;
+
 use super::config::{AdamWConfig, MaskMode, StepReport};
 use super::cpu::{chunk_list, Chunk, KeepRule, SharedPtr};
+use super::sharded::OptShards;
 use super::stability::{MaskStability, Tracker};
+use crate::cpu::exact_sum::ExactSum;
 use crate::rng::{stream, ROUNDING_DOMAIN};
+use crate::work::whole_tensors;
 use crate::{CpuSelector, Error, GradElem, GroupMap, GroupStats, MaskConfig, Result, TensorTable};
 
 /// How parameters are stored and rounded; fixed by the first step taken (or a loaded checkpoint).
@@ -51,6 +56,11 @@ impl Precision {
 /// GMT with AdamW on host slices: the CPU engine. See the module notes for what a step does.
 pub struct GmtAdamW {
     pub(super) table: TensorTable,
+    /// This rank's slices as a table (lengths, group ids, dense flags): the buffers a step takes
+    /// and the state it keeps. The table itself, unsharded.
+    pub(super) local: TensorTable,
+    /// The layout and collective of a sharded optimizer.
+    pub(super) sharded: Option<Box<OptShards>>,
     pub(super) map: GroupMap,
     pub(super) adamw: AdamWConfig,
     pub(super) mask: MaskConfig,
@@ -70,7 +80,7 @@ pub struct GmtAdamW {
     pub(super) group_chunks: Vec<usize>,
     pub(super) group_chunk_off: Vec<usize>,
     pub(super) rules: Vec<KeepRule>,
-    pub(super) chunk_sum_sq: Vec<f64>,
+    pub(super) chunk_sum_sq: Vec<ExactSum>,
     pub(super) chunk_non_finite: Vec<u64>,
     pub(super) chunk_kept: Vec<u64>,
     pub(super) f32_ptrs: Vec<SharedPtr<f32>>,
@@ -90,9 +100,25 @@ impl GmtAdamW {
     pub fn new(table: TensorTable, adamw: AdamWConfig, mask: MaskConfig) -> Result<Self> {
         adamw.validate()?;
         mask.validate()?;
+        let local = table.clone();
+        Ok(Self::build(table, local, adamw, mask, None))
+    }
+
+    /// The optimizer of `table` for this rank's slices (`local`), all inputs checked.
+    pub(super) fn build(
+        table: TensorTable,
+        local: TensorTable,
+        adamw: AdamWConfig,
+        mask: MaskConfig,
+        sharded: Option<Box<OptShards>>,
+    ) -> Self {
         let map = GroupMap::new(&table, mask.scope);
-        let chunks = chunk_list(&table);
-        let (n, total) = (table.len(), table.total_len() as usize);
+        let ranges: Vec<Range<usize>> = match &sharded {
+            Some(sh) => (0..table.len()).map(|t| sh.layout.local_range(t)).collect(),
+            None => whole_tensors(&table),
+        };
+        let chunks = chunk_list(&table, &ranges);
+        let (n, total) = (table.len(), local.total_len() as usize);
         let mut group_chunk_off = vec![0usize; map.n_groups() + 1];
         let mut group_chunks = Vec::new();
         for (g, off) in group_chunk_off.iter_mut().skip(1).enumerate() {
@@ -111,7 +137,7 @@ impl GmtAdamW {
             v: vec![0.0; total],
             master: Vec::new(),
             rules: vec![KeepRule::All; n],
-            chunk_sum_sq: vec![0.0; chunks.len()],
+            chunk_sum_sq: vec![ExactSum::default(); chunks.len()],
             chunk_non_finite: vec![0; chunks.len()],
             chunk_kept: vec![0; chunks.len()],
             f32_ptrs: vec![SharedPtr(std::ptr::null_mut()); n],
@@ -125,12 +151,14 @@ impl GmtAdamW {
             group_chunk_off,
             map,
             table,
+            local,
+            sharded,
             adamw,
             mask,
             mode: MaskMode::Gmt,
         };
         opt.set_mode(MaskMode::Gmt);
-        Ok(opt)
+        opt
     }
 
     /// Chooses GMT (the default) or the random-mask baseline at the same ratio.
@@ -145,7 +173,10 @@ impl GmtAdamW {
         if !needs_selector {
             self.selector = None;
         } else if self.selector.is_none() {
-            self.selector = Some(CpuSelector::new(&self.table, self.mask.scope));
+            self.selector = Some(match &self.sharded {
+                Some(sh) => CpuSelector::sharded_lent(&self.table, self.mask.scope, &sh.layout),
+                None => CpuSelector::new(&self.table, self.mask.scope),
+            });
         }
     }
 
@@ -190,7 +221,8 @@ impl GmtAdamW {
         self.precision
     }
 
-    /// The first and second moments, flat in table order (tensor `t` starts at `offsets()[t]`).
+    /// The first and second moments, flat in table order (tensor `t` starts at `offsets()[t]`;
+    /// sharded: this rank's slices, flat in table order).
     pub fn moments(&self) -> (&[f32], &[f32]) {
         (&self.m, &self.v)
     }
@@ -208,7 +240,7 @@ impl GmtAdamW {
         lr: f64,
     ) -> Result<StepReport> {
         self.check(Precision::F32, lr, params.iter().map(|p| p.len()), grads)?;
-        if !self.prepare(grads) {
+        if !self.prepare(grads, self.tag(Precision::F32, lr, 0))? {
             return Ok(self.report(true));
         }
         for (ptr, p) in self.f32_ptrs.iter_mut().zip(params.iter_mut()) {
@@ -234,13 +266,13 @@ impl GmtAdamW {
             params.iter().map(|p| p.len()),
             grads,
         )?;
-        if !self.prepare(grads) {
+        if !self.prepare(grads, self.tag(Precision::Bf16Master, lr, 0))? {
             return Ok(self.report(true));
         }
         if self.precision != Some(Precision::Bf16Master) {
-            self.master = vec![0.0; self.table.total_len() as usize];
-            for (c, (at, p)) in self.table.offsets().iter().zip(params.iter()).enumerate() {
-                let dst = &mut self.master[*at as usize..][..self.table.lengths()[c]];
+            self.master = vec![0.0; self.local.total_len() as usize];
+            for (c, (at, p)) in self.local.offsets().iter().zip(params.iter()).enumerate() {
+                let dst = &mut self.master[*at as usize..][..self.local.lengths()[c]];
                 dst.par_iter_mut()
                     .zip(p.par_iter())
                     .for_each(|(d, s)| *d = s.to_f32());
@@ -264,7 +296,7 @@ impl GmtAdamW {
     ) -> Result<StepReport> {
         let lens = params.iter().map(|p| p.len());
         self.check(Precision::Bf16Stochastic, lr, lens, grads)?;
-        if !self.prepare(grads) {
+        if !self.prepare(grads, self.tag(Precision::Bf16Stochastic, lr, seed))? {
             return Ok(self.report(true));
         }
         self.fill_bf16_ptrs(params);
@@ -296,8 +328,8 @@ impl GmtAdamW {
                 got: precision.name(),
             });
         }
-        self.table.check_lengths("parameters", param_lens)?;
-        self.table
+        self.local.check_lengths("parameters", param_lens)?;
+        self.local
             .check_lengths("gradients", grads.iter().map(|g| g.len()))
     }
 }

@@ -10,22 +10,35 @@ use super::cpu::{update_all, KeepRule, Params, SharedPtr, UpdateArgs};
 use super::math::{grad_multiplier, StepScalars};
 use super::optimizer::{GmtAdamW, Precision};
 use crate::config::kept_target;
+use crate::cpu::exact_sum::ExactSum;
 use crate::cpu::sum_sq_and_non_finite;
 use crate::rng::{random_cut, stream};
 use crate::select::{without_selection, KEEP_NONE};
-use crate::{GradElem, GroupStats};
+use crate::{GradElem, GroupStats, Result};
 
 impl GmtAdamW {
     /// Runs the selection or the scan and fills `groups`, `sum_sq` and the keep rules. Returns
     /// false when the step must be skipped. Touches only workspace.
-    pub(super) fn prepare<G: GradElem>(&mut self, grads: &[&[G]]) -> bool {
+    /// Sharded, it runs the ranks' collectives (`tag`: this step's header word, see
+    /// `sharded.rs`); an error there returns before anything but workspace changed.
+    pub(super) fn prepare<G: GradElem>(&mut self, grads: &[&[G]], tag: u64) -> Result<bool> {
+        let ratio = self.mask.mask_ratio;
         let non_finite = if let Some(selector) = &mut self.selector {
-            let selection = selector
-                .select(grads, self.mask.mask_ratio)
-                .expect("ratio and lengths were checked");
+            let selection = match &mut self.sharded {
+                Some(sh) => selector.select_with(grads, ratio, &mut *sh.collective, tag)?,
+                None => selector
+                    .select(grads, ratio)
+                    .expect("ratio and lengths were checked"),
+            };
             self.groups.copy_from_slice(&selection.groups);
             self.sum_sq = selection.sum_sq;
-            selection.non_finite
+            let non_finite = selection.non_finite;
+            if let Some(sh) = &mut self.sharded {
+                sh.comm = selector.comm_stats();
+            }
+            non_finite
+        } else if self.sharded.is_some() {
+            self.scan_sharded(grads, tag)?
         } else {
             self.scan(grads)
         };
@@ -48,49 +61,67 @@ impl GmtAdamW {
                 random.unwrap_or(KeepRule::All)
             };
         }
-        non_finite == 0
+        Ok(non_finite == 0)
     }
 
     /// The read-only pass of a step without selection: per-chunk sums of squares and non-finite
     /// counts, added per group in chunk order (as the selector does). Returns the non-finite total.
     fn scan<G: GradElem>(&mut self, grads: &[&[G]]) -> u64 {
+        self.scan_chunks(grads);
+        let mut total = ExactSum::default();
+        self.chunk_sum_sq.iter().for_each(|s| total.merge(s));
+        self.sum_sq = total.to_f64();
+        for g in 0..self.groups.len() {
+            let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
+            let mut sum = ExactSum::default();
+            mine.iter().for_each(|&c| sum.merge(&self.chunk_sum_sq[c]));
+            let non_finite = mine.iter().map(|&c| self.chunk_non_finite[c]).sum();
+            self.groups[g] = self.scanned_stats(g, &sum, non_finite);
+        }
+        self.chunk_non_finite.iter().sum()
+    }
+
+    /// A group's stats after a scan: its sum and non-finite count, and the kept count the
+    /// selection would give without running (mask off: everything, an empty group nothing; the
+    /// random mask counts its kept entries in the update).
+    pub(super) fn scanned_stats(&self, g: usize, sum: &ExactSum, non_finite: u64) -> GroupStats {
+        let len = self.map.group_len[g];
+        let target = kept_target(len, self.mask.mask_ratio);
+        let (threshold_key, kept, threshold) = if self.mask.mask_ratio > 0.0 {
+            (0, 0, f32::NAN)
+        } else {
+            let (key, kept) = without_selection(len, target, 0.0).expect("r = 0 needs none");
+            let threshold = if key == KEEP_NONE { f32::INFINITY } else { 0.0 };
+            (key, kept, threshold)
+        };
+        GroupStats {
+            len,
+            target,
+            kept,
+            threshold_key,
+            threshold,
+            sum_sq: sum.to_f64(),
+            non_finite,
+        }
+    }
+
+    /// Per chunk: the sum of g^2 of its whole leaves and its non-finite count.
+    pub(super) fn scan_chunks<G: GradElem>(&mut self, grads: &[&[G]]) {
         let chunks = &self.chunks;
         self.chunk_sum_sq
             .par_iter_mut()
             .zip(self.chunk_non_finite.par_iter_mut())
             .zip(chunks.par_iter())
-            .for_each(|((sum_sq, non_finite), c)| {
-                (*sum_sq, *non_finite) =
-                    sum_sq_and_non_finite(&grads[c.tensor][c.start..][..c.len]);
+            .for_each(|((sum, non_finite), c)| {
+                *sum = ExactSum::default();
+                let data = &grads[c.tensor][c.start..][..c.len];
+                // Pieces of cut leaves (sharded only) are summed after the exchange.
+                let mut dropped = ExactSum::default();
+                let (lo, hi) = (c.whole_start, c.whole_end);
+                *non_finite = sum_sq_and_non_finite(&data[..lo], &mut dropped)
+                    + sum_sq_and_non_finite(&data[lo..hi], sum)
+                    + sum_sq_and_non_finite(&data[hi..], &mut dropped);
             });
-        self.sum_sq = self.chunk_sum_sq.iter().sum();
-        for (g, stats) in self.groups.iter_mut().enumerate() {
-            let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
-            let len = self.map.group_len[g];
-            let target = kept_target(len, self.mask.mask_ratio);
-            // Mask off (r = 0): the selection's own answer, so that an empty group keeps nothing
-            // here too. The random mask counts its kept entries in the update.
-            let (threshold_key, kept, threshold) = if self.mask.mask_ratio > 0.0 {
-                (0, 0, f32::NAN)
-            } else {
-                let (key, kept) = without_selection(len, target, 0.0).expect("r = 0 needs none");
-                (
-                    key,
-                    kept,
-                    if key == KEEP_NONE { f32::INFINITY } else { 0.0 },
-                )
-            };
-            *stats = GroupStats {
-                len,
-                target,
-                kept,
-                threshold_key,
-                threshold,
-                sum_sq: mine.iter().map(|&c| self.chunk_sum_sq[c]).sum(),
-                non_finite: mine.iter().map(|&c| self.chunk_non_finite[c]).sum(),
-            };
-        }
-        self.chunk_non_finite.iter().sum()
     }
 
     /// Takes the step: scalars, the fused update, the counter.
@@ -133,7 +164,9 @@ impl GmtAdamW {
                 &mut self.chunk_kept,
             )
         };
-        if matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0 {
+        // Sharded, the kept counts came with the exchange (`scan_sharded`).
+        let random = matches!(self.mode, MaskMode::Random { .. }) && self.mask.mask_ratio > 0.0;
+        if random && self.sharded.is_none() {
             for stats in &mut self.groups {
                 stats.kept = 0;
             }

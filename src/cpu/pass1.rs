@@ -7,17 +7,22 @@
 //!
 //! Both are compiled twice on x86-64, for the baseline target and for AVX2+FMA, and pick the second
 //! at run time when the CPU has it.
+//!
+//! Every variant adds the sum of g^2 of each leaf of `data` to an [`ExactSum`] (see `exact_sum.rs`
+//! for the canonical sum): `data` must start at a leaf boundary of its tensor, or the caller
+//! discards the sum (a piece of a leaf that a shard boundary cuts).
 
-use crate::tuning::CPU_CHUNK_LEN;
+use super::exact_sum::ExactSum;
+use crate::tuning::{CPU_CHUNK_LEN, SUM_LEAF_LEN};
 use crate::GradElem;
 
 /// Entries per block of the histogram loop: keys are computed with vector code for a block, then
-/// histogrammed from L1.
-const BLOCK: usize = 512;
+/// histogrammed from L1. One leaf of the canonical sum.
+const BLOCK: usize = SUM_LEAF_LEN;
 /// Entries per step of the window loop (one vector iteration's worth of lanes).
 const LANES: usize = 16;
 
-/// Adds the squares of `values` to the canonical lanes: entry i goes to lane `i % LANES`, in
+/// Adds the squares of `values` (at most one leaf) to the canonical lanes: entry i goes to lane `i % LANES`, in
 /// order, with a separate multiply and add (no FMA). Every pass-1 variant sums this way and reduces
 /// with [`reduce_lanes`], so the sum of g^2 has the same bits whichever variant ran.
 #[inline(always)]
@@ -37,7 +42,7 @@ fn add_squares<T: GradElem>(lanes: &mut [f64; LANES], values: &[T]) {
 
 /// The canonical reduction of the lanes: a fixed pairwise tree.
 #[inline(always)]
-fn reduce_lanes(lanes: &[f64; LANES]) -> f64 {
+pub(crate) fn reduce_lanes(lanes: &[f64; LANES]) -> f64 {
     let mut width = LANES;
     let mut partial = *lanes;
     while width > 1 {
@@ -71,10 +76,18 @@ impl KeyWindow {
     }
 }
 
+/// The canonical sum of squares of one whole leaf given as f32 values (a leaf that a shard
+/// boundary cut, put back together from the ranks' entries): the bits the pass-1 variants give.
+pub(crate) fn leaf_sum(values: &[f32]) -> f64 {
+    debug_assert!(values.len() <= SUM_LEAF_LEN);
+    let mut lanes = [0.0f64; LANES];
+    add_squares(&mut lanes, values);
+    reduce_lanes(&lanes)
+}
+
 /// What a chunk's window pass found.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WindowCounts {
-    pub sum_sq: f64,
     /// Keys above the window.
     pub above: u64,
     pub non_finite: u64,
@@ -82,8 +95,8 @@ pub struct WindowCounts {
     pub written: Option<usize>,
 }
 
-/// Builds the first-digit histogram of `data` into `hist` (added to, not cleared) and returns the
-/// sum of g^2. `shift` is the first digit's shift for `T`. Two interleaved sub-histograms (`spare`
+/// Builds the first-digit histogram of `data` into `hist` (added to, not cleared) and adds its
+/// leaves' sums of g^2 to `sum`. `shift` is the first digit's shift for `T`. Two interleaved sub-histograms (`spare`
 /// is the second) break the store-to-load dependency when consecutive entries share a bin.
 /// `data` is one chunk: its counts fit the u32 bins (see `tuning::CPU_CHUNK_LEN`).
 pub fn first_digit_histogram<T: GradElem>(
@@ -91,67 +104,110 @@ pub fn first_digit_histogram<T: GradElem>(
     shift: u32,
     hist: &mut [u32],
     spare: &mut [u32],
-) -> f64 {
+    sum: &mut ExactSum,
+) {
     debug_assert!(data.len() <= CPU_CHUNK_LEN, "u32 counts hold one chunk");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { histogram_avx2(data, shift, hist, spare) };
+        return unsafe { histogram_avx2(data, shift, hist, spare, sum) };
     }
-    histogram_body(data, shift, hist, spare)
+    histogram_body(data, shift, hist, spare, sum)
 }
 
 /// Counts and copies out `data`'s keys against `window` (see the module doc); `out` receives the
-/// keys inside it. `data` is one chunk: its per-lane counts are u32.
+/// keys inside it, and `sum` the leaves' sums of g^2 (incomplete when the copy overflows). `data`
+/// is one chunk: its counts are u32.
 pub fn window_pass<T: GradElem>(
     data: &[T],
     window: KeyWindow,
     non_finite_key: u32,
     out: &mut [u32],
+    sum: &mut ExactSum,
 ) -> WindowCounts {
     debug_assert!(data.len() <= CPU_CHUNK_LEN, "u32 counts hold one chunk");
+    by_leaves(data, window, non_finite_key, out, sum, window_leaf)
+}
+
+/// The window pass leaf by leaf, with `per_leaf` for each leaf.
+#[inline(always)]
+fn by_leaves<T: GradElem>(
+    data: &[T],
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+    sum: &mut ExactSum,
+    per_leaf: impl Fn(&[T], KeyWindow, u32, &mut [u32]) -> (WindowCounts, f64),
+) -> WindowCounts {
+    let mut found = WindowCounts::default();
+    let mut written = 0;
+    for leaf in data.chunks(SUM_LEAF_LEN) {
+        let (counts, leaf_sum) = per_leaf(leaf, window, non_finite_key, &mut out[written..]);
+        let Some(n) = counts.written else {
+            return WindowCounts::default();
+        };
+        written += n;
+        found.above += counts.above;
+        found.non_finite += counts.non_finite;
+        sum.add(leaf_sum);
+    }
+    found.written = Some(written);
+    found
+}
+
+/// The window pass over one leaf (or a piece of one): its counts and its canonical sum of g^2.
+#[inline]
+fn window_leaf<T: GradElem>(
+    leaf: &[T],
+    window: KeyWindow,
+    non_finite_key: u32,
+    out: &mut [u32],
+) -> (WindowCounts, f64) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
-        return unsafe { window_avx512(data, window, non_finite_key, out) };
+        return unsafe { window_avx512(leaf, window, non_finite_key, out) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { window_avx2(data, window, non_finite_key, out) };
+        return unsafe { window_avx2(leaf, window, non_finite_key, out) };
     }
-    window_body(data, window, non_finite_key, out)
+    window_body(leaf, window, non_finite_key, out)
 }
 
-/// The sum of g^2 (canonical lanes, the same bits as pass 1's) and the count of Inf/NaN entries of
-/// `data`: what pass 1 reports for a chunk, without the selection. The optimizer's mask-off scan.
-/// `data` is one chunk: the count is u32.
-pub(crate) fn sum_sq_and_non_finite<T: GradElem>(data: &[T]) -> (f64, u64) {
+/// Adds the leaves' sums of g^2 of `data` to `sum` (the same bits as pass 1's) and returns the
+/// count of its Inf/NaN entries: what pass 1 reports for a chunk, without the selection. The
+/// optimizer's mask-off scan. `data` is one chunk: the count is u32.
+pub(crate) fn sum_sq_and_non_finite<T: GradElem>(data: &[T], sum: &mut ExactSum) -> u64 {
     debug_assert!(data.len() <= CPU_CHUNK_LEN, "u32 counts hold one chunk");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { scan_avx2(data) };
+        return unsafe { scan_avx2(data, sum) };
     }
-    scan_body(data)
+    scan_body(data, sum)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scan_avx2<T: GradElem>(data: &[T]) -> (f64, u64) {
-    scan_body(data)
+unsafe fn scan_avx2<T: GradElem>(data: &[T], sum: &mut ExactSum) -> u64 {
+    scan_body(data, sum)
 }
 
 #[inline(always)]
-fn scan_body<T: GradElem>(data: &[T]) -> (f64, u64) {
+fn scan_body<T: GradElem>(data: &[T], sum: &mut ExactSum) -> u64 {
     let non_finite_key = T::DTYPE.non_finite_key();
-    let mut lanes = [0.0f64; LANES];
-    add_squares(&mut lanes, data);
+    for leaf in data.chunks(SUM_LEAF_LEN) {
+        let mut lanes = [0.0f64; LANES];
+        add_squares(&mut lanes, leaf);
+        sum.add(reduce_lanes(&lanes));
+    }
     let non_finite = data
         .iter()
         .map(|x| u32::from(x.key() >= non_finite_key))
         .sum::<u32>();
-    (reduce_lanes(&lanes), u64::from(non_finite))
+    u64::from(non_finite)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -161,8 +217,9 @@ unsafe fn histogram_avx2<T: GradElem>(
     shift: u32,
     hist: &mut [u32],
     spare: &mut [u32],
-) -> f64 {
-    histogram_body(data, shift, hist, spare)
+    sum: &mut ExactSum,
+) {
+    histogram_body(data, shift, hist, spare, sum)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -172,7 +229,7 @@ unsafe fn window_avx2<T: GradElem>(
     window: KeyWindow,
     non_finite_key: u32,
     out: &mut [u32],
-) -> WindowCounts {
+) -> (WindowCounts, f64) {
     window_body(data, window, non_finite_key, out)
 }
 
@@ -188,7 +245,7 @@ unsafe fn window_avx512<T: GradElem>(
     window: KeyWindow,
     non_finite_key: u32,
     out: &mut [u32],
-) -> WindowCounts {
+) -> (WindowCounts, f64) {
     use std::arch::x86_64::*;
     let lo = _mm512_set1_epi32(window.lo as i32);
     let span = _mm512_set1_epi32(window.span as i32);
@@ -199,10 +256,7 @@ unsafe fn window_avx512<T: GradElem>(
     let mut blocks = data.chunks_exact(LANES);
     for block in &mut blocks {
         if written + LANES > out.len() {
-            return WindowCounts {
-                written: None,
-                ..WindowCounts::default()
-            };
+            return (WindowCounts::default(), 0.0);
         }
         // SAFETY: `block` holds 16 entries and `out[written..written + 16]` is in bounds (checked
         // above); unaligned loads and stores are used throughout.
@@ -231,24 +285,21 @@ unsafe fn window_avx512<T: GradElem>(
         _mm512_storeu_pd(lanes.as_mut_ptr().add(8), sq_high);
     }
     add_squares(&mut lanes, blocks.remainder());
-    let tail = window_body(
+    let (tail, _) = window_body(
         blocks.remainder(),
         window,
         non_finite_key,
         &mut out[written..],
     );
     let Some(tail_written) = tail.written else {
-        return WindowCounts {
-            written: None,
-            ..WindowCounts::default()
-        };
+        return (WindowCounts::default(), 0.0);
     };
-    WindowCounts {
-        sum_sq: reduce_lanes(&lanes),
+    let counts = WindowCounts {
         above: above + tail.above,
         non_finite: non_finite + tail.non_finite,
         written: Some(written + tail_written),
-    }
+    };
+    (counts, reduce_lanes(&lanes))
 }
 
 /// The 32-bit keys and the f32 values of 16 entries (`block.len() == 16`).
@@ -291,18 +342,25 @@ unsafe fn load16<T: GradElem>(
 }
 
 #[inline(always)]
-fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: &mut [u32]) -> f64 {
+fn histogram_body<T: GradElem>(
+    data: &[T],
+    shift: u32,
+    hist: &mut [u32],
+    spare: &mut [u32],
+    sum: &mut ExactSum,
+) {
     let mask = hist.len() - 1;
     debug_assert!(hist.len().is_power_of_two() && spare.len() == hist.len());
     spare.fill(0);
-    let mut lanes = [0.0f64; LANES];
     let mut keys = [0u32; BLOCK];
     for block in data.chunks(BLOCK) {
         let keys = &mut keys[..block.len()];
         for (key, x) in keys.iter_mut().zip(block) {
             *key = x.key();
         }
-        add_squares(&mut lanes, block); // BLOCK is a multiple of LANES: lanes stay canonical
+        let mut lanes = [0.0f64; LANES]; // one block is one leaf
+        add_squares(&mut lanes, block);
+        sum.add(reduce_lanes(&lanes));
         let mut pairs = keys.chunks_exact(2);
         for pair in &mut pairs {
             hist[(pair[0] >> shift) as usize & mask] += 1;
@@ -315,7 +373,6 @@ fn histogram_body<T: GradElem>(data: &[T], shift: u32, hist: &mut [u32], spare: 
     for (h, s) in hist.iter_mut().zip(spare.iter()) {
         *h += *s;
     }
-    reduce_lanes(&lanes)
 }
 
 #[inline(always)]
@@ -324,7 +381,7 @@ fn window_body<T: GradElem>(
     window: KeyWindow,
     non_finite_key: u32,
     out: &mut [u32],
-) -> WindowCounts {
+) -> (WindowCounts, f64) {
     let above_key = window.lo.wrapping_add(window.span); // keys > this are above the window
     let mut above = [0u32; LANES];
     let mut non_finite = [0u32; LANES];
@@ -345,10 +402,7 @@ fn window_body<T: GradElem>(
         }
         if hits != 0 {
             let Some(slots) = out.get_mut(written..written + LANES) else {
-                return WindowCounts {
-                    written: None,
-                    ..WindowCounts::default()
-                };
+                return (WindowCounts::default(), 0.0);
             };
             let mut n = 0;
             for &key in &keys {
@@ -359,8 +413,8 @@ fn window_body<T: GradElem>(
         }
     }
     add_squares(&mut sum_sq, blocks.remainder());
+    let leaf_sum = reduce_lanes(&sum_sq);
     let mut counts = WindowCounts {
-        sum_sq: reduce_lanes(&sum_sq),
         above: above.iter().map(|&c| u64::from(c)).sum(),
         non_finite: non_finite.iter().map(|&c| u64::from(c)).sum(),
         written: Some(written),
@@ -371,31 +425,40 @@ fn window_body<T: GradElem>(
         counts.non_finite += u64::from(key >= non_finite_key);
         if window.contains(key) {
             let Some(slot) = out.get_mut(written) else {
-                return WindowCounts {
-                    written: None,
-                    ..WindowCounts::default()
-                };
+                return (WindowCounts::default(), 0.0);
             };
             *slot = key;
             written += 1;
         }
     }
     counts.written = Some(written);
-    counts
+    (counts, leaf_sum)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The window pass with the portable leaf body, whatever the CPU has.
+    pub(super) fn portable_window<T: GradElem>(
+        data: &[T],
+        window: KeyWindow,
+        non_finite_key: u32,
+        out: &mut [u32],
+        sum: &mut ExactSum,
+    ) -> WindowCounts {
+        by_leaves(data, window, non_finite_key, out, sum, window_body)
+    }
+
     #[test]
     fn histogram_counts_every_entry_once() {
         let data: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 0.37).collect();
         let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
-        let sum_sq = first_digit_histogram(&data, 19, &mut hist, &mut spare);
+        let mut sum = ExactSum::default();
+        first_digit_histogram(&data, 19, &mut hist, &mut spare, &mut sum);
         assert_eq!(hist.iter().map(|&c| c as usize).sum::<usize>(), data.len());
         let exact: f64 = data.iter().map(|&x| (x as f64) * (x as f64)).sum();
-        assert!((sum_sq - exact).abs() <= 1e-12 * exact);
+        assert!((sum.to_f64() - exact).abs() <= 1e-12 * exact);
         for &x in &data {
             assert!(hist[(x.key() >> 19) as usize] > 0);
         }
@@ -411,15 +474,14 @@ mod tests {
             let (lo_bin, hi_bin) = (0.5f32.key() >> 19, (0.5f32.key() >> 19) + 20);
             let window = KeyWindow::from_bins(lo_bin, hi_bin, 19);
             let mut out = vec![0u32; len + LANES];
-            let counts = window_pass(&data, window, f32::INFINITY.key(), &mut out);
+            let (mut sum, mut portable_sum) = (ExactSum::default(), ExactSum::default());
+            let counts = window_pass(&data, window, f32::INFINITY.key(), &mut out, &mut sum);
             // The portable body must agree with whichever path window_pass took on this CPU.
             let mut portable_out = vec![0u32; len + LANES];
-            let portable = window_body(&data, window, f32::INFINITY.key(), &mut portable_out);
-            assert_eq!(
-                (portable.above, portable.non_finite, portable.written),
-                (counts.above, counts.non_finite, counts.written)
-            );
-            assert!(portable.sum_sq.to_bits() == counts.sum_sq.to_bits());
+            let nf = f32::INFINITY.key();
+            let portable = portable_window(&data, window, nf, &mut portable_out, &mut portable_sum);
+            assert_eq!(portable, counts);
+            assert_eq!(portable_sum, sum);
             let inside: Vec<u32> = data
                 .iter()
                 .map(|x| x.key())
@@ -435,33 +497,50 @@ mod tests {
         }
         let data = vec![0.6f32; 100];
         let window = KeyWindow::from_bins(0.5f32.key() >> 19, (0.5f32.key() >> 19) + 20, 19);
-        assert_eq!(
-            window_pass(&data, window, f32::INFINITY.key(), &mut [0u32; 50]).written,
-            None
+        let mut sum = ExactSum::default();
+        let found = window_pass(
+            &data,
+            window,
+            f32::INFINITY.key(),
+            &mut [0u32; 50],
+            &mut sum,
         );
+        assert_eq!(found.written, None);
     }
 }
 
 #[cfg(test)]
 mod same_sums {
+    use super::tests::portable_window;
     use super::*;
+
+    /// Every variant's sum of g^2, rounded.
+    fn sums<T: GradElem>(data: &[T], shift: u32, window: KeyWindow) -> [f64; 4] {
+        let nf = T::DTYPE.non_finite_key();
+        let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
+        let mut out = vec![0u32; data.len() + 64];
+        let mut sums = [ExactSum::default(); 4];
+        first_digit_histogram(data, shift, &mut hist, &mut spare, &mut sums[0]);
+        window_pass(data, window, nf, &mut out, &mut sums[1]);
+        portable_window(data, window, nf, &mut out, &mut sums[2]);
+        sum_sq_and_non_finite(data, &mut sums[3]);
+        sums.map(|s| s.to_f64())
+    }
 
     /// 16-bit types: every variant's sums, counts and copies agree (shift 3: 12 + 3 bits).
     fn same_for<T: GradElem>(data: &[T], len: usize) {
-        let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
-        let histogram = first_digit_histogram(data, 3, &mut hist, &mut spare);
         let window =
             KeyWindow::from_bins(data[len / 2].key() >> 3, (data[len / 2].key() >> 3) + 2, 3);
+        let [histogram, rest @ ..] = sums(data, 3, window);
+        for other in rest {
+            assert_eq!(other.to_bits(), histogram.to_bits(), "len {len}");
+        }
         let (mut out, mut portable_out) = (vec![0u32; len + 64], vec![0u32; len + 64]);
         let nf = T::DTYPE.non_finite_key();
-        let fast = window_pass(data, window, nf, &mut out);
-        let portable = window_body(data, window, nf, &mut portable_out);
-        assert_eq!(fast.sum_sq.to_bits(), histogram.to_bits(), "len {len}");
-        assert_eq!(portable.sum_sq.to_bits(), histogram.to_bits(), "len {len}");
-        assert_eq!(
-            (fast.above, fast.non_finite, fast.written),
-            (portable.above, portable.non_finite, portable.written)
-        );
+        let mut sum = ExactSum::default();
+        let fast = window_pass(data, window, nf, &mut out, &mut sum);
+        let portable = portable_window(data, window, nf, &mut portable_out, &mut sum);
+        assert_eq!(fast, portable);
         let n = fast.written.unwrap();
         assert_eq!(&out[..n], &portable_out[..n]);
         let above = data
@@ -472,23 +551,25 @@ mod same_sums {
     }
 
     /// Every pass-1 variant and the optimizer's scan give the sum of g^2 the same bits, so that
-    /// GMT that keeps everything equals the mask-off path bit for bit.
+    /// GMT that keeps everything equals the mask-off path bit for bit; and the sum of a tensor
+    /// cut into pieces at leaf boundaries is the sum of the whole.
     #[test]
     fn every_variant_sums_the_same_bits() {
         for len in [1usize, 15, 16, 17, 511, 512, 513, 1000, 40001, 1 << 20] {
             let data: Vec<f32> = (0..len)
                 .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.3e-3)
                 .collect();
-            let (mut hist, mut spare) = (vec![0u32; 4096], vec![0u32; 4096]);
-            let histogram = first_digit_histogram(&data, 19, &mut hist, &mut spare);
-            let window = KeyWindow::from_bins(100, 102, 19);
-            let mut out = vec![0u32; len + 64];
-            let fast = window_pass(&data, window, f32::INFINITY.key(), &mut out).sum_sq;
-            let portable = window_body(&data, window, f32::INFINITY.key(), &mut out).sum_sq;
-            let scan = sum_sq_and_non_finite(&data).0;
-            for other in [fast, portable, scan] {
+            let [histogram, rest @ ..] = sums(&data, 19, KeyWindow::from_bins(100, 102, 19));
+            for other in rest {
                 assert_eq!(other.to_bits(), histogram.to_bits(), "len {len}");
             }
+            let mut pieces = ExactSum::default();
+            for piece in data.chunks(3 * SUM_LEAF_LEN) {
+                let mut sum = ExactSum::default();
+                sum_sq_and_non_finite(piece, &mut sum);
+                pieces.merge(&sum);
+            }
+            assert_eq!(pieces.to_f64().to_bits(), histogram.to_bits());
             let halves: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
             same_for(&halves, len);
             let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();

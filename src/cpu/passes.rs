@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::exact_sum::ExactSum;
 use super::pass1::{first_digit_histogram, window_pass, KeyWindow};
 use super::radix::{add_counts, GroupState, Stage, PARALLEL_REFINE_MIN};
 use super::select::{ChunkCounts, CpuSelector};
@@ -35,34 +36,36 @@ impl CpuSelector {
                 }
                 let data = &grads[chunk.tensor][chunk.start..][..chunk.len];
                 let window = windows[chunk.group].filter(|_| !chunk.dense && !recount);
+                *counts = ChunkCounts::default();
                 if let Some((lo, hi)) = window {
+                    // Sharded selectors do not speculate: unsharded chunks are whole leaves.
+                    debug_assert_eq!((chunk.whole_start, chunk.whole_end), (0, chunk.len));
                     // SAFETY: chunks own disjoint ranges of the window buffer (laid out in `new`),
                     // and each chunk is handled by exactly one task.
                     let out =
                         unsafe { window_keys.slice_mut(chunk.window_start, chunk.window_cap) };
-                    let found = window_pass(
-                        data,
-                        KeyWindow::from_bins(lo, hi, shift),
-                        non_finite_key,
-                        out,
-                    );
-                    *counts = ChunkCounts {
-                        sum_sq: found.sum_sq,
-                        non_finite: found.non_finite,
-                        above: found.above,
-                        written: found.written,
-                        histogram: false,
-                    };
+                    let window = KeyWindow::from_bins(lo, hi, shift);
+                    let found = window_pass(data, window, non_finite_key, out, &mut counts.sum);
+                    counts.non_finite = found.non_finite;
+                    counts.above = found.above;
+                    counts.written = found.written;
                 } else {
                     hist.fill(0);
-                    let sum_sq = first_digit_histogram(data, shift, hist, spare);
-                    let non_finite = hist[non_finite_bin..].iter().map(|&c| u64::from(c)).sum();
-                    *counts = ChunkCounts {
-                        sum_sq,
-                        non_finite,
-                        histogram: true,
-                        ..ChunkCounts::default()
-                    };
+                    // Whole leaves add to the chunk's sum; pieces of cut leaves (sharded only)
+                    // are summed after the exchange, so their sums here are dropped.
+                    let whole = chunk.whole_start..chunk.whole_end;
+                    let (mut head, mut tail) = (ExactSum::default(), ExactSum::default());
+                    for (piece, sum) in [
+                        (&data[..whole.start], &mut head),
+                        (&data[whole.clone()], &mut counts.sum),
+                        (&data[whole.end..], &mut tail),
+                    ] {
+                        if !piece.is_empty() {
+                            first_digit_histogram(piece, shift, hist, spare, sum);
+                        }
+                    }
+                    counts.non_finite = hist[non_finite_bin..].iter().map(|&c| u64::from(c)).sum();
+                    counts.histogram = true;
                 }
             });
     }
@@ -93,10 +96,12 @@ impl CpuSelector {
                 }
                 let mine = &group_chunks[offs[g]..offs[g + 1]];
                 let target = kept_target(lens[g], mask_ratio);
+                let mut sum = ExactSum::default();
+                mine.iter().for_each(|&c| sum.merge(&counts[c].sum));
                 *stats = GroupStats {
                     len: lens[g],
                     target,
-                    sum_sq: mine.iter().map(|&c| counts[c].sum_sq).sum(),
+                    sum_sq: sum.to_f64(),
                     non_finite: mine.iter().map(|&c| counts[c].non_finite).sum(),
                     ..GroupStats::default()
                 };
@@ -179,7 +184,11 @@ impl CpuSelector {
                 continue;
             }
             let mine = &self.group_chunks[self.group_chunk_off[g]..self.group_chunk_off[g + 1]];
-            let need = state.bucket as usize + mine.len() * COMPACT_SLACK;
+            // This rank's keys in the bucket (the bucket's count, unsharded), plus the slack.
+            let need: usize = mine
+                .iter()
+                .map(|&c| bucket_count(&self.chunk_hist, c, state.prefix) + COMPACT_SLACK)
+                .sum();
             state.has_candidates = cursor + need <= self.candidates.len();
             if !state.has_candidates {
                 continue;
@@ -224,6 +233,7 @@ impl CpuSelector {
                     bucket,
                     non_finite_key,
                     keys,
+                    &mut ExactSum::default(), // the sums are pass 1's
                 );
                 debug_assert_eq!(found.written, Some(count));
             });
@@ -286,7 +296,7 @@ fn bucket_count(hists: &[u32], chunk: usize, bin: u32) -> usize {
 
 /// Moves the runs of pass-2 candidates of a group's chunks (`mine`) together at the start of the
 /// group's range, `keys`; returns how many there are.
-fn close_gaps(
+pub(super) fn close_gaps(
     mine: &[usize],
     cand_off: &[usize],
     hists: &[u32],

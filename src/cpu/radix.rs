@@ -115,7 +115,7 @@ impl GroupState {
     /// bucket into `hist` and moves those keys to the front; returns how many there are.
     /// Branch-free: a key outside the bucket adds 0 to some bin and is overwritten by the next one
     /// kept.
-    fn digit_pass(
+    pub(crate) fn digit_pass(
         &self,
         keys: &mut [u32],
         width: u32,

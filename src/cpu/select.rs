@@ -19,13 +19,19 @@
 //! select, so the result is the same bit for bit. All buffers are sized in `new`; `select`
 //! allocates nothing.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
+use super::exact_sum::ExactSum;
 use super::radix::{GroupState, Stage};
+use super::sharded::Sharded;
 use crate::config::{kept_target, validate_ratio};
 use crate::select::{GroupStats, Selection};
+use crate::shard::{ShardLayout, Shards};
 use crate::table::{GroupMap, TensorTable};
 use crate::tuning::{CPU_CHUNK_LEN, FIRST_DIGIT_BINS, FIRST_DIGIT_BITS};
+use crate::work::{runs, whole_tensors};
 use crate::{DType, GradElem, Result, Scope};
 
 /// Groups smaller than this never speculate: a second read costs them less than the bookkeeping.
@@ -38,14 +44,18 @@ pub(super) const SAMPLED_HALF_WIDTH: u32 = 2;
 const SAMPLE_RUNS: usize = 64;
 const SAMPLE_RUN: usize = 64;
 
-/// A run of at most `CPU_CHUNK_LEN` entries of one tensor.
+/// A run of at most `CPU_CHUNK_LEN` entries of one tensor (of this rank's slice of it).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Chunk {
     pub tensor: usize,
     pub group: usize,
     pub dense: bool,
+    /// First entry in the (local) buffer, and count.
     pub start: usize,
     pub len: usize,
+    /// The chunk's whole leaves of the sum of g^2, relative to `start` (all of it unsharded).
+    pub whole_start: usize,
+    pub whole_end: usize,
     /// This chunk's range of the window buffer (non-dense chunks of speculating groups, laid out
     /// in group order so that a group's ranges are contiguous).
     pub window_start: usize,
@@ -55,7 +65,8 @@ pub(super) struct Chunk {
 /// What pass 1 produced for one chunk.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ChunkCounts {
-    pub sum_sq: f64,
+    /// The sums of g^2 of the chunk's whole leaves.
+    pub sum: ExactSum,
     pub non_finite: u64,
     /// Window pass only: keys above the window, and keys copied out (None: overflow).
     pub above: u64,
@@ -89,6 +100,8 @@ pub struct CpuSelector {
     pub(super) window_keys: Vec<u32>,
     pub(super) candidates: Vec<u32>,
     pub(super) selection: Selection,
+    /// The ranks' collective and exchange buffers, for a sharded selector.
+    pub(super) sharded: Option<Box<Sharded>>,
 }
 
 impl CpuSelector {
@@ -102,23 +115,73 @@ impl CpuSelector {
     /// Like `new`, with an explicit candidate buffer of `capacity` keys. A group whose bucket does
     /// not fit re-reads its gradients for each refinement digit (exact, slower).
     pub fn with_candidate_capacity(table: &TensorTable, scope: Scope, capacity: usize) -> Self {
+        Self::build(table, scope, capacity, &whole_tensors(table))
+    }
+
+    /// A selector for one rank of a sharded model: `shards` says which slice of each tensor this
+    /// rank holds and how the ranks all-reduce. Every rank builds one with the same table, scope
+    /// and layout (checked with one all-reduce of a fingerprint: [`Error::ShardMismatch`]
+    /// otherwise), then calls [`CpuSelector::select`] with its slices, in the same order as the
+    /// others. Each gets the thresholds, kept counts, sums and non-finite counts of the whole
+    /// tensors, bit for bit those of an unsharded selector.
+    ///
+    /// [`Error::ShardMismatch`]: crate::Error::ShardMismatch
+    pub fn sharded(table: &TensorTable, scope: Scope, shards: Shards) -> Result<Self> {
+        shards.check_table(table)?;
+        let mut selector = Self::sharded_build(table, scope, &shards.layout);
+        let mut sharded = Sharded::new(
+            table,
+            &selector.map,
+            scope,
+            shards.layout,
+            Some(shards.collective),
+        )?;
+        sharded.dense_chunks = (0..selector.chunks.len())
+            .filter(|&c| selector.chunks[c].dense)
+            .collect();
+        selector.sharded = Some(Box::new(sharded));
+        Ok(selector)
+    }
+
+    /// A sharded selector without its collective (the optimizer lends its own per call).
+    pub(crate) fn sharded_lent(table: &TensorTable, scope: Scope, layout: &ShardLayout) -> Self {
+        let mut selector = Self::sharded_build(table, scope, layout);
+        let mut sharded = Sharded::new(table, &selector.map, scope, layout.clone(), None)
+            .expect("no collective: nothing to check");
+        sharded.dense_chunks = (0..selector.chunks.len())
+            .filter(|&c| selector.chunks[c].dense)
+            .collect();
+        selector.sharded = Some(Box::new(sharded));
+        selector
+    }
+
+    /// The buffers of a sharded selector (speculation off).
+    fn sharded_build(table: &TensorTable, scope: Scope, layout: &ShardLayout) -> Self {
+        let local: Vec<Range<usize>> = (0..table.len()).map(|t| layout.local_range(t)).collect();
+        let local_total: usize = local.iter().map(|r| r.len()).sum();
+        let capacity = (local_total / 16).max(1 << 16);
+        let mut selector = Self::build(table, scope, capacity, &local);
+        selector.speculate = false;
+        selector
+    }
+
+    /// Sizes every buffer for this rank's slices `local` of `table`'s tensors.
+    fn build(table: &TensorTable, scope: Scope, capacity: usize, local: &[Range<usize>]) -> Self {
         let map = GroupMap::new(table, scope);
-        let mut chunks = Vec::new();
-        for (tensor, &len) in table.lengths().iter().enumerate() {
-            let (group, dense) = (map.group_of[tensor] as usize, table.dense()[tensor]);
-            for start in (0..len).step_by(CPU_CHUNK_LEN) {
-                let len = CPU_CHUNK_LEN.min(len - start);
-                chunks.push(Chunk {
-                    tensor,
-                    group,
-                    dense,
-                    start,
-                    len,
-                    window_start: 0,
-                    window_cap: 0,
-                });
-            }
-        }
+        let mut chunks: Vec<Chunk> = runs(table, local, CPU_CHUNK_LEN)
+            .into_iter()
+            .map(|run| Chunk {
+                tensor: run.tensor,
+                group: map.group_of[run.tensor] as usize,
+                dense: table.dense()[run.tensor],
+                start: run.start,
+                len: run.len,
+                whole_start: run.whole.start,
+                whole_end: run.whole.end,
+                window_start: 0,
+                window_cap: 0,
+            })
+            .collect();
         let mut group_chunk_off = vec![0usize; map.n_groups() + 1];
         for chunk in chunks.iter().filter(|c| !c.dense) {
             group_chunk_off[chunk.group + 1] += 1;
@@ -168,6 +231,7 @@ impl CpuSelector {
                 non_finite: 0,
                 sum_sq: 0.0,
             },
+            sharded: None,
             map,
         }
     }
@@ -207,8 +271,21 @@ impl CpuSelector {
     /// Computes every group's exact threshold and kept count for `grads` (one slice per tensor, in
     /// table order) at `mask_ratio`. Rejects a ratio outside [0, 1] or NaN and buffers whose lengths
     /// differ from the table; a rejected call leaves the previous selection untouched.
+    ///
+    /// A sharded selector takes this rank's slices (the layout's local lengths) and communicates:
+    /// one all-reduce for pass 1 (every rank's call header, the sums of g^2, the non-finite counts,
+    /// the entries of leaves cut by shard boundaries, and every group's first-digit histogram),
+    /// then one per refinement digit (f32: 2, bf16/f16: 1) while a group still refines. Ranks
+    /// that disagree on the ratio or the dtype, or a failed collective, give an error on every
+    /// rank ([`Error::ShardMismatch`], [`Error::Collective`]); the previous selection stays.
+    ///
+    /// [`Error::ShardMismatch`]: crate::Error::ShardMismatch
+    /// [`Error::Collective`]: crate::Error::Collective
     pub fn select<T: GradElem>(&mut self, grads: &[&[T]], mask_ratio: f64) -> Result<&Selection> {
         validate_ratio(mask_ratio)?;
+        if self.sharded.is_some() {
+            return self.select_sharded(grads, mask_ratio);
+        }
         self.table
             .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
         let shift = T::DTYPE.key_bits() - FIRST_DIGIT_BITS;
@@ -224,7 +301,9 @@ impl CpuSelector {
         self.refine(grads);
 
         self.selection.dtype = T::DTYPE;
-        self.selection.sum_sq = self.chunk_counts.iter().map(|c| c.sum_sq).sum();
+        let mut total = ExactSum::default();
+        self.chunk_counts.iter().for_each(|c| total.merge(&c.sum));
+        self.selection.sum_sq = total.to_f64();
         self.selection.non_finite = self.chunk_counts.iter().map(|c| c.non_finite).sum();
         for (state, stats) in self.states.iter().zip(&mut self.selection.groups) {
             debug_assert_eq!(state.stage, Stage::Done);

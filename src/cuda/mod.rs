@@ -4,19 +4,29 @@
 //! - `pinned`: pinned host buffers that wait for their own copies (staging and stats);
 //! - [`select`]: [`CudaSelector`], the safe selection on the caller's stream;
 //! - [`adamw`]: [`CudaGmtAdamW`], selection plus the fused masked AdamW on the caller's stream.
+//! - `launch`: the argument lists of the selection kernels, shared by both selectors;
+//! - `shard`: `CudaSelector::sharded`, one rank of a sharded model;
+//! - [`collective`]: [`DeviceCollective`], the all-reduce of sharded selection on the caller's
+//!   stream, and (feature `nccl`) `NcclCollective` over NCCL.
 //!
 //! Every entry point returns a typed [`Error`]: [`Error::NoDriver`] where libcuda is missing,
 //! [`Error::NoDevice`], [`Error::KernelsNotBuilt`] where this build has no kernels. Nothing panics.
 
 pub mod adamw;
+pub mod collective;
+mod launch;
 pub mod module;
 mod pinned;
 pub mod select;
+mod shard;
 pub mod types;
 
 use std::sync::Arc;
 
 pub use adamw::CudaGmtAdamW;
+pub use collective::DeviceCollective;
+#[cfg(feature = "nccl")]
+pub use collective::NcclCollective;
 pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 pub use module::KERNELS_BUILT;
 pub use select::CudaSelector;

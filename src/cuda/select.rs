@@ -4,35 +4,31 @@
 //! and the stats reach the host only when asked ([`CudaSelector::copy_stats_async`] then
 //! [`CudaSelector::stats`]).
 
-use std::ffi::c_void;
+use std::ops::Range;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 
+use super::launch::{Launches, REFINE_COMPACT, REFINE_SKIP_CANDIDATES};
 use super::module::{cuda, Function, Module};
 use super::pinned::Pinned;
 use super::types::{GmChunk, GmGroup, GmStep};
 use crate::config::validate_ratio;
 use crate::select::{GroupStats, Selection};
 use crate::table::{GroupMap, TensorTable};
-use crate::tuning::{
-    BLOCK_THREADS, CANDIDATE_BLOCKS, FIRST_DIGIT_BINS, GPU_CHUNK_LEN, MAX_CUDA_CANDIDATES,
-};
+use crate::tuning::{FIRST_DIGIT_BINS, GPU_CHUNK_LEN, MAX_CUDA_CANDIDATES};
+use crate::work::{runs, whole_tensors};
 use crate::{DType, Error, GradElem, Result, Scope};
 
-/// Flags of `gm_refine_*` (kernels/select.cu).
-const REFINE_COMPACT: u32 = 1;
-const REFINE_SKIP_CANDIDATES: u32 = 2;
-
-struct Kernels {
+pub(super) struct Kernels {
     _module: Module,
-    begin: Function,
+    pub begin: Function,
     histogram: [Function; 3],
     refine: [Function; 3],
     candidates: Function,
 }
 
-fn dtype_index(dtype: DType) -> usize {
+pub(super) fn dtype_index(dtype: DType) -> usize {
     match dtype {
         DType::F32 => 0,
         DType::BF16 => 1,
@@ -42,22 +38,30 @@ fn dtype_index(dtype: DType) -> usize {
 
 /// The CUDA selection engine for one table and scope, bound to one stream.
 pub struct CudaSelector {
-    stream: Arc<CudaStream>,
-    kernels: Kernels,
+    pub(super) stream: Arc<CudaStream>,
+    pub(super) kernels: Kernels,
     table: TensorTable,
-    map: GroupMap,
-    chunks: Vec<GmChunk>,
+    /// This rank's slices as a table (the table itself, unsharded): the buffers `select` takes.
+    local: TensorTable,
+    pub(super) map: GroupMap,
+    pub(super) chunks: Vec<GmChunk>,
+    /// Each chunk's first entry in its tensor's (local) buffer.
+    chunk_starts: Vec<usize>,
+    /// The layout, collective and kernels of a sharded selector.
+    pub(super) shard: Option<Box<super::shard::CudaShards>>,
     /// Device address of each tensor, and the element size, the uploaded work list describes.
     bound: Vec<u64>,
     bound_size: usize,
     addresses: Vec<u64>,
     /// Pinned staging for work-list uploads, so that an upload never blocks the host.
     h_chunks: Pinned<GmChunk>,
-    d_chunks: CudaSlice<GmChunk>,
-    d_groups: CudaSlice<GmGroup>,
-    d_hist: CudaSlice<u64>,
-    d_step: CudaSlice<GmStep>,
-    d_cand: CudaSlice<u32>,
+    pub(super) d_chunks: CudaSlice<GmChunk>,
+    pub(super) d_groups: CudaSlice<GmGroup>,
+    /// Per group, a first-digit histogram; sharded, then each group's non-finite count and the
+    /// step's (the all-reduced tail).
+    pub(super) d_hist: CudaSlice<u64>,
+    pub(super) d_step: CudaSlice<GmStep>,
+    pub(super) d_cand: CudaSlice<u32>,
     h_groups: Pinned<GmGroup>,
     h_step: Pinned<GmStep>,
     last_dtype: Option<DType>,
@@ -81,6 +85,19 @@ impl CudaSelector {
         table: &TensorTable,
         scope: Scope,
         capacity: usize,
+    ) -> Result<Self> {
+        Self::build(stream, table, scope, capacity, &whole_tensors(table), 0)
+    }
+
+    /// Sizes every buffer for this rank's slices `local` of `table`'s tensors; `tail` more words
+    /// after the histograms (sharded: the non-finite counts that are all-reduced with them).
+    pub(super) fn build(
+        stream: Arc<CudaStream>,
+        table: &TensorTable,
+        scope: Scope,
+        capacity: usize,
+        local: &[Range<usize>],
+        tail: usize,
     ) -> Result<Self> {
         if capacity as u64 > MAX_CUDA_CANDIDATES {
             return Err(Error::TooLarge(
@@ -106,24 +123,25 @@ impl CudaSelector {
         };
         let map = GroupMap::new(table, scope);
         let mut chunks = Vec::new();
+        let mut chunk_starts = Vec::new();
         let mut groups = vec![GmGroup::default(); map.n_groups()];
-        for (tensor, &len) in table.lengths().iter().enumerate() {
-            let group = map.group_of[tensor];
-            let dense = table.dense()[tensor];
-            for start in (0..len).step_by(GPU_CHUNK_LEN) {
-                chunks.push(GmChunk {
-                    d_data: 0,
-                    first: table.offsets()[tensor] + start as u64,
-                    len: GPU_CHUNK_LEN.min(len - start) as u32,
-                    group,
-                    dense: u32::from(dense),
-                    tensor: tensor as u32,
-                });
-                if !dense {
-                    groups[group as usize].n_chunks += 1;
-                }
+        for run in runs(table, local, GPU_CHUNK_LEN) {
+            let (group, dense) = (map.group_of[run.tensor], table.dense()[run.tensor]);
+            chunks.push(GmChunk {
+                d_data: 0,
+                first: run.global,
+                len: run.len as u32,
+                group,
+                dense: u32::from(dense),
+                tensor: run.tensor as u32,
+            });
+            chunk_starts.push(run.start);
+            if !dense {
+                groups[group as usize].n_chunks += 1;
             }
         }
+        let lengths: Vec<usize> = local.iter().map(|r| r.len()).collect();
+        let local = TensorTable::new(&lengths, table.group_ids())?.with_dense(table.dense())?;
         for (g, group) in groups.iter_mut().enumerate() {
             group.len = map.group_len[g];
         }
@@ -138,7 +156,7 @@ impl CudaSelector {
             stream.memcpy_htod(&groups, &mut d_groups).map_err(cuda)?;
         }
         let d_hist = stream
-            .alloc_zeros::<u64>(groups.len().max(1) * FIRST_DIGIT_BINS)
+            .alloc_zeros::<u64>(groups.len().max(1) * FIRST_DIGIT_BINS + tail)
             .map_err(cuda)?;
         let mut d_step = stream.alloc_zeros::<GmStep>(1).map_err(cuda)?;
         stream
@@ -160,6 +178,9 @@ impl CudaSelector {
             stream,
             kernels,
             table: table.clone(),
+            local,
+            chunk_starts,
+            shard: None,
             bound: vec![0; table.len()],
             bound_size: 0,
             h_chunks,
@@ -224,7 +245,7 @@ impl CudaSelector {
         mask_ratio: f64,
     ) -> Result<()> {
         validate_ratio(mask_ratio)?;
-        self.table
+        self.local
             .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
         let ordinal = self.stream.context().ordinal();
         for (tensor, grad) in grads.iter().enumerate() {
@@ -275,7 +296,7 @@ impl CudaSelector {
                 got: addresses.len(),
             });
         }
-        self.table
+        self.local
             .check_lengths("gradients", lengths.iter().copied())?;
         super::check_addresses(addresses, lengths, dtype.size())?;
         self.addresses.copy_from_slice(addresses);
@@ -292,6 +313,10 @@ impl CudaSelector {
             self.upload_work_list(dtype.size())?;
         }
         self.last_dtype = Some(dtype);
+        if self.shard.is_some() {
+            // SAFETY: this function's contract.
+            return unsafe { self.enqueue_sharded(dtype, mask_ratio) };
+        }
 
         let raw_stream = self.stream.cu_stream();
         let stream = &self.stream;
@@ -302,65 +327,29 @@ impl CudaSelector {
         let (d_hist, _hist_written) = self.d_hist.device_ptr_mut(stream);
         let (d_step, _step_written) = self.d_step.device_ptr_mut(stream);
         let (d_cand, _cand_written) = self.d_cand.device_ptr_mut(stream);
-        let (mut d_chunks, mut d_groups, mut d_hist, mut d_step, mut d_cand) =
-            (d_chunks, d_groups, d_hist, d_step, d_cand);
-        let (n_chunks, mut n_groups) = (self.chunks.len() as u32, self.map.n_groups() as u32);
-        let (mut ratio, mut key_bits) = (mask_ratio, dtype.key_bits());
-        let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
+        let launch = Launches {
+            stream: raw_stream,
+            n_chunks: self.chunks.len() as u32,
+            n_groups: self.map.n_groups() as u32,
+            d_chunks,
+            d_groups,
+            d_hist,
+            d_step,
+            d_cand,
+        };
         let k = &self.kernels;
         let d = dtype_index(dtype);
-        // SAFETY (every launch below): the argument arrays match the kernels' parameter lists in
-        // kernels/select.cu; the workspace buffers are owned by `self` and sized in `new` for this
-        // table; the gradient addresses satisfy this function's contract.
+        // SAFETY: the workspace buffers are owned by `self` and sized in `build` for this table,
+        // the work list is uploaded, and the gradient addresses satisfy this function's contract.
         unsafe {
-            k.begin.launch(
-                raw_stream,
-                (n_groups.div_ceil(BLOCK_THREADS), 1, 1),
-                &mut [
-                    arg(&mut d_groups),
-                    &mut n_groups as *mut u32 as _,
-                    arg(&mut d_step),
-                    &mut ratio as *mut f64 as _,
-                    &mut key_bits as *mut u32 as _,
-                ],
-            )?;
-            k.histogram[d].launch(
-                raw_stream,
-                (n_chunks, 1, 1),
-                &mut [
-                    arg(&mut d_chunks),
-                    arg(&mut d_groups),
-                    arg(&mut d_hist),
-                    arg(&mut d_step),
-                ],
-            )?;
-            // One refinement pass over every chunk; `flags` picks compaction or skips the groups
-            // that the candidate kernel finishes.
-            let refine = move |mut flags: u32| {
-                let (mut chunks, mut groups, mut hist, mut cand) =
-                    (d_chunks, d_groups, d_hist, d_cand);
-                k.refine[d].launch(
-                    raw_stream,
-                    (n_chunks, 1, 1),
-                    &mut [
-                        arg(&mut chunks),
-                        arg(&mut groups),
-                        arg(&mut hist),
-                        arg(&mut cand),
-                        &mut flags as *mut u32 as _,
-                    ],
-                )
-            };
+            launch.begin(k.begin, mask_ratio, dtype.key_bits())?;
+            launch.histogram(k.histogram[d])?;
             if dtype == DType::F32 {
-                refine(REFINE_COMPACT)?;
-                k.candidates.launch(
-                    raw_stream,
-                    (n_groups, CANDIDATE_BLOCKS, 1),
-                    &mut [arg(&mut d_groups), arg(&mut d_hist), arg(&mut d_cand)],
-                )?;
-                refine(REFINE_SKIP_CANDIDATES)?;
+                launch.refine(k.refine[d], REFINE_COMPACT)?;
+                launch.candidates(k.candidates)?;
+                launch.refine(k.refine[d], REFINE_SKIP_CANDIDATES)?;
             } else {
-                refine(0)?;
+                launch.refine(k.refine[d], 0)?;
             }
         }
         Ok(())
@@ -371,11 +360,12 @@ impl CudaSelector {
     fn upload_work_list(&mut self, elem_size: usize) -> Result<()> {
         if !self.chunks.is_empty() {
             let staging = self.h_chunks.write()?;
-            for (slot, chunk) in staging.iter_mut().zip(&self.chunks) {
+            for ((slot, chunk), &start) in
+                staging.iter_mut().zip(&self.chunks).zip(&self.chunk_starts)
+            {
                 let tensor = chunk.tensor as usize;
-                let offset = chunk.first - self.table.offsets()[tensor];
                 *slot = GmChunk {
-                    d_data: self.addresses[tensor] + offset * elem_size as u64,
+                    d_data: self.addresses[tensor] + (start * elem_size) as u64,
                     ..*chunk
                 };
             }

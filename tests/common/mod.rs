@@ -4,6 +4,10 @@
 pub mod adamw_ref;
 pub mod cuda_steps;
 pub mod f32_limits;
+pub mod shard_steps;
+pub mod shards;
+
+use std::path::PathBuf;
 
 use gradmask::{DType, GradElem, GroupMap, Scope, TensorTable, KEEP_NONE};
 use half::{bf16, f16};
@@ -190,7 +194,26 @@ pub fn draw<T: FromF32>(dist: Dist, len: usize, seed: u64) -> Vec<T> {
 /// KV heads of 64, MLP 8192, vocab 128256, tied embedding), each length divided by `scale`
 /// (rounded up): one `(name, len)` per tensor, 146 in all.
 pub fn llama_1b_shapes(scale: usize) -> Vec<(String, usize)> {
-    let (d, kv, mlp, vocab, layers) = (2048usize, 512usize, 8192usize, 128_256usize, 16);
+    llama_shapes(2048, 512, 8192, 128_256, 16, false, scale)
+}
+
+/// The tensor shapes of a 7B Llama (Llama-2-7B: 32 layers, d = 4096, 32 heads, MLP 11008, vocab
+/// 32000, untied head), each length divided by `scale` (rounded up): 291 tensors.
+pub fn llama_7b_shapes(scale: usize) -> Vec<(String, usize)> {
+    llama_shapes(4096, 4096, 11008, 32_000, 32, true, scale)
+}
+
+/// A Llama's tensors: width `d`, K/V projections of `kv` outputs, MLP width `mlp`, `vocab`,
+/// `layers`, an untied `lm_head` or not; lengths divided by `scale` (rounded up).
+fn llama_shapes(
+    d: usize,
+    kv: usize,
+    mlp: usize,
+    vocab: usize,
+    layers: usize,
+    head: bool,
+    scale: usize,
+) -> Vec<(String, usize)> {
     let mut shapes = vec![("embed_tokens".to_string(), vocab * d)];
     for l in 0..layers {
         for (name, len) in [
@@ -208,6 +231,9 @@ pub fn llama_1b_shapes(scale: usize) -> Vec<(String, usize)> {
         }
     }
     shapes.push(("norm".to_string(), d));
+    if head {
+        shapes.push(("lm_head".to_string(), vocab * d));
+    }
     shapes
         .into_iter()
         .map(|(n, len)| (n, len.div_ceil(scale)))
@@ -315,4 +341,22 @@ pub fn gpu_time(
     }
     stream.synchronize().unwrap();
     start.elapsed()
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("gradmask-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -11,6 +11,8 @@
 //!   counters;
 //! - [`driver`]: the `extern "C"` driver API over one simulated sm_90 device, with deferred
 //!   stream work.
+//! - [`nccl`]: a stand-in NCCL (communicators, all-reduce) for ranks as threads on that device,
+//!   installed as `libnccl.so` by `scripts/vgpu.sh`.
 //!
 //! Environment: `GRADMASK_VGPU_SEED` (scheduling seed; 0 runs blocks in order, default 1),
 //! `GRADMASK_VGPU_ITS=1` (run a random lane group of a diverged warp), `GRADMASK_VGPU_STREAMS=eager`
@@ -21,4 +23,5 @@
 pub mod driver;
 pub mod exec;
 pub mod fatbin;
+pub mod nccl;
 pub mod ptx;
