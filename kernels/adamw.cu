@@ -183,6 +183,11 @@ extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     adamw_pass<KeyBF16, ParamRound>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
 }
 
+// The host walk (scripts/adamw-host-check.sh) runs a block's threads one after another, which a
+// warp ballot cannot: it checks the update only. The stability pass runs on the stand-in driver's
+// warps (tests/adamw_cuda_stability.rs).
+#ifndef GM_HOST_WALK
+
 // Mask stability (src/adamw/stability.rs), when the optimizer tracks it: launched after the update
 // over the same work list and with the same arguments, it re-decides every entry with keeps(), so
 // its mask is the update's. Block b owns the GM_CHUNK_LEN / 32 words of d_bits from
@@ -240,3 +245,5 @@ extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
                      const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
     stability_pass<KeyF16>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
 }
+
+#endif  // GM_HOST_WALK

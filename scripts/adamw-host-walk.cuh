@@ -5,6 +5,8 @@
 // value by the time thread 0 asks for it. The key traits are copies of gm_common.cuh's: keep them
 // in step.
 #pragma once
+// kernels/adamw.cu leaves out what a sequential walk of a block's threads cannot run (warp votes).
+#define GM_HOST_WALK 1
 #include <cmath>
 #include <cstdint>
 #include <cstring>

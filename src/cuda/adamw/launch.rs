@@ -275,9 +275,9 @@ impl CudaGmtAdamW {
                 precision == Precision::Bf16Master && self.precision != Some(precision),
             ),
         };
-        // SAFETY: this function's contract.
-        unsafe { self.launch(kernel_index(precision, dtype), scalars, args)? };
         let n_chunks = self.n_chunks();
+        // SAFETY: this function's contract.
+        unsafe { self.launch(kernel_index(precision, dtype), n_chunks, scalars, args)? };
         if let Some(tracker) = &mut self.stability {
             let kernel = &self.kernels.stability[super::stability::kernel_index(dtype)];
             // SAFETY: the update's contract (this function's) covers the same gradient buffers.
@@ -382,7 +382,7 @@ impl CudaGmtAdamW {
         Ok(())
     }
 
-    /// Enqueues the update kernel over the selector's work list.
+    /// Enqueues the update kernel over the selector's work list (`n_chunks` blocks).
     ///
     /// # Safety
     /// The uploaded parameter table and the selector's work list describe live buffers of the
@@ -391,11 +391,11 @@ impl CudaGmtAdamW {
     unsafe fn launch(
         &mut self,
         kernel: usize,
+        n_chunks: usize,
         mut scalars: StepScalars,
         mut args: GmAdamWArgs,
     ) -> Result<()> {
         self.stream.context().bind_to_thread().map_err(cuda)?;
-        let n_chunks = self.n_chunks();
         let stream = &self.stream;
         // The guards record, when dropped after the launch, what the kernel read and wrote.
         let (d_chunks, _chunks_read) = self.selector.device_chunks().device_ptr(stream);
