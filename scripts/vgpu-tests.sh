@@ -16,7 +16,7 @@ cd "$root"
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
 # shard_cuda runs with feature nccl: the sharded selector over the stand-in NCCL too.
-tests=(--features nccl --test select_cuda --test adamw_cuda --test adamw_cuda_stability --test shard_cuda --test vgpu_defects)
+tests=(--features nccl --test select_cuda --test adamw_cuda --test adamw_cuda_stability --test shard_cuda --test shard_adamw_cuda --test vgpu_defects)
 
 # Build the stand-in and the test binaries, and list the binaries.
 scripts/vgpu.sh true

@@ -13,100 +13,18 @@ mod common;
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::thread;
 
+use common::cuda_shards::{flat, on_ranks, staged, Rank};
 use common::cuda_steps::{gpu, sized, upload};
 use common::shards::random_layout;
 use common::{draw, Dist, FromF32};
-use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
-use gradmask::cuda::{CudaSelector, DeviceCollective};
+use cudarc::driver::{CudaStream, DeviceRepr};
+use gradmask::cuda::CudaSelector;
 use gradmask::DType;
-use gradmask::{Collective, CpuSelector, Error, Scope, ShardLayout, TensorTable, ThreadCollective};
+use gradmask::{CpuSelector, Error, Scope, ShardLayout, TensorTable};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-
-/// The host-staged all-reduce (a test double: it waits for the stream).
-struct Staged(ThreadCollective);
-
-impl Staged {
-    fn reduce<T: DeviceRepr + Default + Clone>(
-        &mut self,
-        stream: &Arc<CudaStream>,
-        buffer: &mut CudaSlice<T>,
-        len: usize,
-        sum: impl FnOnce(&mut ThreadCollective, &mut [T]) -> gradmask::Result<()>,
-    ) -> gradmask::Result<()> {
-        let cuda = |e| Error::Cuda(format!("{e:?}"));
-        let mut host = stream.clone_dtoh(&buffer.slice(..len)).map_err(cuda)?;
-        sum(&mut self.0, &mut host)?;
-        stream
-            .memcpy_htod(&host, &mut buffer.slice_mut(..len))
-            .map_err(cuda)?;
-        stream.synchronize().map_err(cuda)
-    }
-}
-
-impl DeviceCollective for Staged {
-    fn rank(&self) -> usize {
-        self.0.rank()
-    }
-    fn world(&self) -> usize {
-        self.0.world()
-    }
-    fn all_reduce_u64(
-        &mut self,
-        stream: &Arc<CudaStream>,
-        buffer: &mut CudaSlice<u64>,
-        len: usize,
-    ) -> gradmask::Result<()> {
-        self.reduce(stream, buffer, len, |c, h| c.all_reduce_u64(h))
-    }
-    fn all_reduce_f64(
-        &mut self,
-        stream: &Arc<CudaStream>,
-        buffer: &mut CudaSlice<f64>,
-        len: usize,
-    ) -> gradmask::Result<()> {
-        self.reduce(stream, buffer, len, |c, h| c.all_reduce_f64(h))
-    }
-}
-
-/// One rank's stream and collective.
-type Rank = (Arc<CudaStream>, Box<dyn DeviceCollective>);
-
-/// `world` ranks on new streams of `stream`'s device, joined by the host-staged test double.
-fn staged(stream: &Arc<CudaStream>, world: usize) -> Vec<Rank> {
-    ThreadCollective::group(world)
-        .into_iter()
-        .map(|c| {
-            let rank_stream = stream.context().new_stream().unwrap();
-            (
-                rank_stream,
-                Box::new(Staged(c)) as Box<dyn DeviceCollective>,
-            )
-        })
-        .collect()
-}
-
-/// Runs `f(rank, stream, collective)` on one thread per rank; results in rank order.
-fn on_ranks<R: Send>(
-    ranks: Vec<Rank>,
-    f: impl Fn(usize, Arc<CudaStream>, Box<dyn DeviceCollective>) -> R + Sync,
-) -> Vec<R> {
-    thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = ranks
-            .into_iter()
-            .enumerate()
-            .map(|(rank, (stream, c))| s.spawn(move || f(rank, stream, c)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a rank panicked"))
-            .collect()
-    })
-}
 
 /// Sums of g^2 from the device (atomics, in any order) against the CPU's exact one: within
 /// `1e-9 * sum`, or the same non-finite value (a NaN or Inf gradient makes the sum one).
@@ -210,16 +128,6 @@ fn case(stream: &Arc<CudaStream>) -> Case {
     }
 }
 
-/// Each rank's ranges of the flat (ZeRO) layout.
-fn flat(table: &TensorTable, world: usize) -> Vec<Vec<Range<usize>>> {
-    (0..world)
-        .map(|r| {
-            let l = ShardLayout::flat(table, world, r).unwrap();
-            (0..table.len()).map(|t| l.local_range(t)).collect()
-        })
-        .collect()
-}
-
 #[test]
 fn sharded_cuda_selection_is_the_unsharded_one() {
     let Some(stream) = gpu("sharded_cuda_selection_is_the_unsharded_one") else {
@@ -298,7 +206,8 @@ fn sharded_cuda_bad_input_is_a_typed_error() {
 #[cfg(feature = "nccl")]
 #[test]
 fn nccl_sharded_selection_is_the_unsharded_one() {
-    use gradmask::cuda::NcclCollective;
+    use gradmask::cuda::{DeviceCollective, NcclCollective};
+    use std::thread;
     let Some(stream) = gpu("nccl_sharded_selection_is_the_unsharded_one") else {
         return;
     };

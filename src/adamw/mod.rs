@@ -57,5 +57,6 @@ pub(crate) use checkpoint::join_names;
 pub use checkpoint::table_fingerprint;
 pub use config::{AdamWConfig, MaskMode, StepReport};
 pub use optimizer::{GmtAdamW, Precision};
+pub(crate) use sharded::config_print;
 pub use stability::{MaskStability, TensorStability};
 pub(crate) use state::HostState;

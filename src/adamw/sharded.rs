@@ -15,7 +15,7 @@ use super::config::{AdamWConfig, MaskMode};
 use super::optimizer::{GmtAdamW, Precision};
 use crate::rng::{draw, random_cut, splitmix, stream};
 use crate::shard::exchange::{check_fingerprint, StatsExchange};
-use crate::shard::{Collective, CommStats, ShardLayout, Shards};
+use crate::shard::{Collective, CommStats, ShardLayout, Shards, ThreadCollective};
 use crate::{GradElem, GroupMap, MaskConfig, MaskedUpdate, Result, TensorTable};
 
 /// A sharded optimizer's layout, collective and exchange buffer (sized once).
@@ -33,6 +33,25 @@ pub(crate) struct OptShards {
 /// Hashes the f64 bits of a configuration into a fingerprint.
 fn hash_all(words: impl IntoIterator<Item = u64>) -> u64 {
     words.into_iter().fold(0, |h, w| splitmix(h ^ w))
+}
+
+/// The fingerprint all ranks of a sharded optimizer must agree on: the AdamW and mask
+/// configurations, and `scope` (a fingerprint of the table, scope and layout).
+pub(crate) fn config_print(adamw: &AdamWConfig, mask: &MaskConfig, scope: u64) -> u64 {
+    let masked = match mask.masked {
+        MaskedUpdate::ZeroGrad => 1,
+        MaskedUpdate::Freeze => 2,
+    };
+    let config = [
+        adamw.beta1,
+        adamw.beta2,
+        adamw.eps,
+        adamw.weight_decay,
+        adamw.grad_scale.unwrap_or(-1.0),
+        adamw.max_grad_norm.unwrap_or(-1.0),
+        mask.mask_ratio,
+    ];
+    hash_all(config.map(f64::to_bits).into_iter().chain([scope, masked]))
 }
 
 impl GmtAdamW {
@@ -53,20 +72,7 @@ impl GmtAdamW {
         let local = TensorTable::new(&shards.layout.local_lengths(), table.group_ids())?
             .with_dense(table.dense())?;
         let scope = crate::cpu::sharded_fingerprint(&table, mask.scope, &shards.layout);
-        let masked = match mask.masked {
-            MaskedUpdate::ZeroGrad => 1,
-            MaskedUpdate::Freeze => 2,
-        };
-        let config = [
-            adamw.beta1,
-            adamw.beta2,
-            adamw.eps,
-            adamw.weight_decay,
-            adamw.grad_scale.unwrap_or(-1.0),
-            adamw.max_grad_norm.unwrap_or(-1.0),
-            mask.mask_ratio,
-        ];
-        let print = hash_all(config.map(f64::to_bits).into_iter().chain([scope, masked]));
+        let print = config_print(&adamw, &mask, scope);
         let what = "the table, scope, shard layout, AdamW or mask configuration";
         check_fingerprint(&mut *shards.collective, print, what)?;
         let map = GroupMap::new(&table, mask.scope);
@@ -87,6 +93,39 @@ impl GmtAdamW {
             sh.dense_chunks = dense;
         }
         Ok(opt)
+    }
+
+    /// An optimizer that only holds one rank's state for a checkpoint's save or load (the CUDA
+    /// engine writes and reads its files through the CPU code): `layout`'s slices and label, and
+    /// a collective that is never called. Unsharded without a layout.
+    pub(crate) fn state_holder(
+        table: TensorTable,
+        adamw: AdamWConfig,
+        mask: MaskConfig,
+        layout: Option<&ShardLayout>,
+    ) -> Result<Self> {
+        let Some(layout) = layout else {
+            return GmtAdamW::new(table, adamw, mask);
+        };
+        if !layout.fits(&table) {
+            return Err(crate::Error::ShardLayout(
+                "the layout was built for another table".into(),
+            ));
+        }
+        let local = TensorTable::new(&layout.local_lengths(), table.group_ids())?
+            .with_dense(table.dense())?;
+        let map = GroupMap::new(&table, mask.scope);
+        let collective = ThreadCollective::group(1).into_iter().next();
+        let collective = collective.ok_or(crate::Error::Collective("no group of one".into()))?;
+        let sharded = Box::new(OptShards {
+            exchange: StatsExchange::new(&table, &map, layout, 1),
+            layout: layout.clone(),
+            collective: Box::new(collective),
+            dense_chunks: Vec::new(),
+            calls: 0,
+            comm: CommStats::default(),
+        });
+        Ok(GmtAdamW::build(table, local, adamw, mask, Some(sharded)))
     }
 
     /// What the last step communicated (zero unsharded).

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::config::{AdamWConfig, MaskMode};
 use super::optimizer::{GmtAdamW, Precision};
-use crate::{MaskConfig, Result, TensorTable};
+use crate::{MaskConfig, Result, ShardLayout, TensorTable};
 
 /// Everything a checkpoint holds, flat in table order (tensor `t` starts at `offsets()[t]`).
 /// `master` is empty unless `precision` is `Bf16Master`.
@@ -22,16 +22,18 @@ pub(crate) struct HostState {
 }
 
 impl GmtAdamW {
-    /// Writes `state` to `path` exactly as [`GmtAdamW::save`] would for an optimizer holding it.
-    /// The moment vectors must hold the table's total length (the master too, with master weights).
+    /// Writes `state` to `path` exactly as [`GmtAdamW::save`] would for an optimizer holding it
+    /// (one rank of a sharded one with `layout`). The moment vectors must hold the table's total
+    /// length, or the rank's slices' (the master too, with master weights).
     pub(crate) fn save_state(
         table: TensorTable,
         adamw: AdamWConfig,
         mask: MaskConfig,
+        layout: Option<&ShardLayout>,
         state: HostState,
         path: &Path,
     ) -> Result<()> {
-        let mut opt = GmtAdamW::new(table, adamw, mask)?;
+        let mut opt = GmtAdamW::state_holder(table, adamw, mask, layout)?;
         debug_assert_eq!(state.m.len(), opt.m.len());
         debug_assert_eq!(state.v.len(), opt.v.len());
         opt.step = state.step;
@@ -45,15 +47,17 @@ impl GmtAdamW {
     }
 
     /// Reads and checks a checkpoint as [`GmtAdamW::load`] does for an optimizer whose tensors
-    /// have `names` (joined by newlines; empty: unnamed), and returns its state.
+    /// have `names` (joined by newlines; empty: unnamed), one rank of a sharded one with
+    /// `layout`, and returns its state.
     pub(crate) fn load_state(
         table: TensorTable,
         adamw: AdamWConfig,
         mask: MaskConfig,
+        layout: Option<&ShardLayout>,
         names: &str,
         path: &Path,
     ) -> Result<HostState> {
-        let mut opt = GmtAdamW::new(table, adamw, mask)?;
+        let mut opt = GmtAdamW::state_holder(table, adamw, mask, layout)?;
         opt.names = names.to_string();
         opt.load(path)?;
         let master = if opt.precision == Some(Precision::Bf16Master) {

@@ -209,6 +209,11 @@ impl CudaSelector {
         &self.table
     }
 
+    /// This rank's slices as a table (the table itself, unsharded): what `select` takes.
+    pub fn local_table(&self) -> &TensorTable {
+        &self.local
+    }
+
     /// Number of selection groups.
     pub fn n_groups(&self) -> usize {
         self.map.n_groups()

@@ -76,7 +76,8 @@ impl CudaSelector {
             n_groups + 1,
         )?;
         let print = crate::cpu::sharded_fingerprint(table, scope, &layout);
-        check_fingerprint(&stream, &mut *collective, print)?;
+        let what = "the table, scope or shard layout";
+        check_fingerprint(&stream, &mut *collective, print, what)?;
         let module = Module::load(stream.context(), "select_shard")?;
         selector.shard = Some(Box::new(CudaShards {
             histogram: [
@@ -109,6 +110,31 @@ impl CudaSelector {
     /// The shard layout of a sharded selector.
     pub fn shard_layout(&self) -> Option<&ShardLayout> {
         self.shard.as_ref().map(|s| &s.layout)
+    }
+
+    /// Sharded: one all-reduce (with a host sync) checking that every rank passes the same
+    /// `print`, else [`Error::ShardMismatch`] naming `what`. Unsharded: nothing to check.
+    pub(crate) fn shard_agree(&mut self, print: u64, what: &'static str) -> Result<()> {
+        match &mut self.shard {
+            Some(sh) => check_fingerprint(&self.stream, &mut *sh.collective, print, what),
+            None => Ok(()),
+        }
+    }
+
+    /// Sharded: enqueues on the selector's stream the sum over the ranks of `buffer[..len]`, and
+    /// counts it in the last selection's [`CommStats`]. Unsharded: nothing.
+    pub(crate) fn shard_all_reduce_u64(
+        &mut self,
+        buffer: &mut CudaSlice<u64>,
+        len: usize,
+    ) -> Result<()> {
+        match &mut self.shard {
+            Some(sh) => {
+                sh.comm.count(len);
+                sh.collective.all_reduce_u64(&self.stream, buffer, len)
+            }
+            None => Ok(()),
+        }
     }
 
     /// The sharded passes (see the module notes and `kernels/select_shard.cu`).
@@ -247,11 +273,12 @@ unsafe fn shard_decide(
     unsafe { f.launch(l.stream, grid, params) }
 }
 
-/// One all-reduce of `world` words, each rank's fingerprint in its own: all must agree.
+/// One all-reduce of `world` words, each rank's fingerprint in its own: all must agree on `what`.
 fn check_fingerprint(
     stream: &Arc<CudaStream>,
     collective: &mut dyn DeviceCollective,
     print: u64,
+    what: &'static str,
 ) -> Result<()> {
     let mut words = vec![0u64; collective.world()];
     words[collective.rank()] = print;
@@ -259,9 +286,7 @@ fn check_fingerprint(
     collective.all_reduce_u64(stream, &mut d_words, words.len())?;
     let reduced = stream.clone_dtoh(&d_words).map_err(cuda)?;
     if reduced.iter().any(|&w| w != print) {
-        return Err(Error::ShardMismatch {
-            what: "the table, scope or shard layout",
-        });
+        return Err(Error::ShardMismatch { what });
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod adamw_ref;
+pub mod cuda_shards;
 pub mod cuda_steps;
 pub mod f32_limits;
 pub mod shard_steps;

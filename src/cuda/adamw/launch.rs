@@ -13,7 +13,6 @@ use crate::cuda::pinned::Pinned;
 use crate::cuda::types::{GmAdamWArgs, GmParamTensor, KEEP_RANDOM, KEEP_THRESHOLD};
 use crate::cuda::{check_addresses, CudaSelector};
 use crate::rng::{random_cut, stream as rng_stream, ROUNDING_DOMAIN};
-use crate::tuning::GPU_CHUNK_LEN;
 use crate::{AdamWConfig, DType, Error, GradElem, GroupMap, MaskConfig, MaskMode, MaskedUpdate};
 use crate::{Precision, Result, TensorTable};
 
@@ -37,15 +36,17 @@ fn kernel_index(precision: Precision, dtype: DType) -> usize {
     }
 }
 
-/// Builds the optimizer: kernels, selector, state and staging buffers (configs already checked).
+/// Builds the optimizer around `selector` (one for `table` and `mask.scope` on `stream`, sharded or
+/// not): kernels, state and staging buffers (configs already checked). The state holds this
+/// rank's slices only (the whole tensors, unsharded).
 pub(super) fn new(
     stream: Arc<CudaStream>,
+    selector: CudaSelector,
     table: TensorTable,
     adamw: AdamWConfig,
     mask: MaskConfig,
 ) -> Result<CudaGmtAdamW> {
     let ctx = stream.context().clone();
-    let selector = CudaSelector::new(stream.clone(), &table, mask.scope)?;
     let module = Module::load(&ctx, "adamw")?;
     let kernels = Kernels {
         update: [
@@ -63,7 +64,7 @@ pub(super) fn new(
         _module: module,
     };
     let mut state_offsets = vec![0u64];
-    for &len in table.lengths() {
+    for &len in selector.local_table().lengths() {
         let end = state_offsets.last().unwrap() + len as u64;
         state_offsets.push(end.next_multiple_of(4));
     }
@@ -189,10 +190,10 @@ impl CudaGmtAdamW {
             ("gradient", grads, dtype.size()),
         ] {
             self.table.check_count(what, addresses.len())?;
-            check_addresses(addresses, self.table.lengths(), size)?;
+            check_addresses(addresses, self.selector.local_table().lengths(), size)?;
         }
         let sizes = (param_size, dtype.size());
-        let lengths = self.table.lengths();
+        let lengths = self.selector.local_table().lengths();
         if let Some(tensor) = first_overlap(params, grads, lengths, sizes, &mut self.ranges) {
             return Err(Error::InvalidConfig {
                 name: "device address",
@@ -202,11 +203,9 @@ impl CudaGmtAdamW {
         }
         self.prepare(precision)?;
         let ratio = self.selection_ratio();
+        let lengths = self.selector.local_table().lengths().to_vec();
         // SAFETY: the caller's contract covers the gradients' addresses, lengths and lifetimes.
-        unsafe {
-            self.selector
-                .select_raw(dtype, grads, self.table.lengths(), ratio)?
-        };
+        unsafe { self.selector.select_raw(dtype, grads, &lengths, ratio)? };
         self.addresses.copy_from_slice(params);
         // SAFETY: the caller's contract covers the parameters' addresses, lengths and lifetimes.
         unsafe { self.enqueue_update(precision, dtype, lr, seed) }
@@ -278,6 +277,13 @@ impl CudaGmtAdamW {
         let n_chunks = self.n_chunks();
         // SAFETY: this function's contract.
         unsafe { self.launch(kernel_index(precision, dtype), n_chunks, scalars, args)? };
+        if random {
+            // Sharded: every rank's kept entries, added (the report's counts are the whole
+            // tensors'). Unsharded: nothing.
+            let groups = self.selector.n_groups();
+            self.selector
+                .shard_all_reduce_u64(&mut self.d_kept, groups)?;
+        }
         if let Some(tracker) = &mut self.stability {
             let kernel = &self.kernels.stability[super::stability::kernel_index(dtype)];
             // SAFETY: the update's contract (this function's) covers the same gradient buffers.
@@ -285,7 +291,7 @@ impl CudaGmtAdamW {
                 tracker.enqueue(
                     &self.stream,
                     kernel,
-                    &self.selector,
+                    &mut self.selector,
                     &self.d_tensors,
                     n_chunks,
                     args,
@@ -301,11 +307,7 @@ impl CudaGmtAdamW {
 
     /// Chunks in the selector's work list (one block each).
     pub(super) fn n_chunks(&self) -> usize {
-        self.table
-            .lengths()
-            .iter()
-            .map(|len| len.div_ceil(GPU_CHUNK_LEN))
-            .sum()
+        self.selector.chunks.len()
     }
 
     /// Rejects another precision than the state's.
@@ -330,10 +332,9 @@ impl CudaGmtAdamW {
     ) -> Result<()> {
         self.adamw.validate_step(self.step + 1, lr)?;
         self.check_precision(precision)?;
-        self.table
-            .check_lengths("parameters", params.iter().map(|p| p.len()))?;
-        self.table
-            .check_lengths("gradients", grads.iter().map(|g| g.len()))?;
+        let local = self.selector.local_table();
+        local.check_lengths("parameters", params.iter().map(|p| p.len()))?;
+        local.check_lengths("gradients", grads.iter().map(|g| g.len()))?;
         let expected = self.stream.context().ordinal();
         let on_device = |tensor: usize, got: usize| {
             if got == expected {
@@ -362,6 +363,7 @@ impl CudaGmtAdamW {
             let m = self.d_m.device_ptr(&self.stream).0;
             let v = self.d_v.device_ptr(&self.stream).0;
             let master = self.d_master.as_ref().map(|d| d.device_ptr(&self.stream).0);
+            let layout = self.selector.shard_layout();
             let staging = self.h_tensors.write()?;
             for (t, slot) in staging.iter_mut().enumerate().take(self.table.len()) {
                 let at = self.state_offsets[t] * 4;
@@ -370,7 +372,10 @@ impl CudaGmtAdamW {
                     d_m: m + at,
                     d_v: v + at,
                     d_master: master.map_or(0, |d| d + at),
-                    first: self.table.offsets()[t],
+                    // Global index of this rank's slice's first entry (the random mask and the
+                    // stochastic rounding draw by it).
+                    first: self.table.offsets()[t]
+                        + layout.map_or(0, |l| l.local_range(t).start as u64),
                     frozen: u32::from(self.frozen[t]),
                     pad: 0,
                 };

@@ -18,10 +18,12 @@
 //!
 //! - `launch`: the kernels, the device table of parameter tensors, and the enqueue of one step;
 //! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format;
-//! - `stability`: mask-stability tracking on the device (opt-in).
+//! - `stability`: mask-stability tracking on the device (opt-in);
+//! - `sharded`: one rank of a sharded model (`CudaGmtAdamW::sharded`).
 
 mod launch;
 pub(crate) mod ranges;
+mod sharded;
 mod stability;
 mod state;
 
@@ -95,7 +97,8 @@ impl CudaGmtAdamW {
     ) -> Result<Self> {
         adamw.validate()?;
         mask.validate()?;
-        launch::new(stream, table, adamw, mask)
+        let selector = CudaSelector::new(stream.clone(), &table, mask.scope)?;
+        launch::new(stream, selector, table, adamw, mask)
     }
 
     /// [`CudaGmtAdamW::new`] on the default stream of device `ordinal`. Without a driver, a device

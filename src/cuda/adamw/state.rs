@@ -1,6 +1,7 @@
 //! The optimizer's state on the host: copies of m, v and the master weights in table order, and
 //! checkpoints in the CPU engine's safetensors format (written and read by the CPU code, so a
-//! checkpoint moves freely between the two engines).
+//! checkpoint moves freely between the two engines). A sharded rank's copies and checkpoints hold
+//! its slices, as the CPU engine's sharded ones do.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ use crate::cuda::module::cuda;
 use crate::{GmtAdamW, Precision, Result, TensorTable};
 
 /// Where each tensor's state lives in a device state buffer, and the stream its copies go to.
+/// `table` holds this rank's slices (the whole tensors, unsharded).
 struct Layout<'a> {
     stream: &'a Arc<CudaStream>,
     table: &'a TensorTable,
@@ -65,7 +67,7 @@ impl CudaGmtAdamW {
     fn layout(&self) -> Layout<'_> {
         Layout {
             stream: &self.stream,
-            table: &self.table,
+            table: self.selector.local_table(),
             state_offsets: &self.state_offsets,
         }
     }
@@ -102,7 +104,15 @@ impl CudaGmtAdamW {
             master,
             names: self.names.clone(),
         };
-        GmtAdamW::save_state(self.table.clone(), self.adamw, self.mask, state, path)
+        let shard = self.selector.shard_layout();
+        GmtAdamW::save_state(
+            self.table.clone(),
+            self.adamw,
+            self.mask,
+            shard,
+            state,
+            path,
+        )
     }
 
     /// Restores the state saved by [`CudaGmtAdamW::save`] or [`GmtAdamW::save`]. The file is read
@@ -110,7 +120,8 @@ impl CudaGmtAdamW {
     /// file, fails with [`Error::Checkpoint`](crate::Error::Checkpoint) and changes nothing.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let (table, names) = (self.table.clone(), &self.names);
-        let state = GmtAdamW::load_state(table, self.adamw, self.mask, names, path)?;
+        let shard = self.selector.shard_layout();
+        let state = GmtAdamW::load_state(table, self.adamw, self.mask, shard, names, path)?;
         self.synchronize()?;
         if state.precision == Some(Precision::Bf16Master) && self.d_master.is_none() {
             let padded = *self.state_offsets.last().unwrap() as usize;
@@ -120,7 +131,7 @@ impl CudaGmtAdamW {
         // precision unchanged); a rejected file never gets here.
         let layout = Layout {
             stream: &self.stream,
-            table: &self.table,
+            table: self.selector.local_table(),
             state_offsets: &self.state_offsets,
         };
         layout.upload(&state.m, &mut self.d_m)?;
