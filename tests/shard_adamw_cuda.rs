@@ -14,7 +14,7 @@ mod common;
 use std::ops::Range;
 
 use common::adamw_ref::{bits, draw_grads, draw_params, state, views, views_mut, State};
-use common::cuda_shards::{flat, on_ranks, staged};
+use common::cuda_shards::{flat, on_ranks, staged, Rank};
 use common::cuda_steps::{assert_same_report, gpu, gpu_state, upload, Combo};
 use common::cuda_steps::{F32Bf16, Master, Stochastic, F32F32};
 use common::shards::random_layout;
@@ -189,10 +189,18 @@ fn compare<C: Combo>(
     layout: &[Vec<Range<usize>>],
     what: &str,
 ) -> Vec<Vec<u64>> {
+    compare_on::<C>(staged(stream, layout.len()), case, layout, what)
+}
+
+/// [`compare`] on the given ranks (one per layout entry).
+fn compare_on<C: Combo>(
+    ranks: Vec<Rank>,
+    case: &Case,
+    layout: &[Vec<Range<usize>>],
+    what: &str,
+) -> Vec<Vec<u64>> {
     let want = cpu_run::<C>(case);
-    let ranks = on_ranks(staged(stream, layout.len()), |rank, s, c| {
-        gpu_rank::<C>(case, layout, rank, s, c)
-    });
+    let ranks = on_ranks(ranks, |rank, s, c| gpu_rank::<C>(case, layout, rank, s, c));
     for (rank, got) in ranks.iter().enumerate() {
         for step in 0..case.steps as usize {
             let at = format!(
@@ -257,6 +265,37 @@ fn sharded_random_mask_frozen_and_stability_match_the_cpu() {
         // bf16: pass 1 (2) and one digit, then the stability counts'.
         assert!(calls.iter().flatten().all(|&c| c == 4), "{calls:?}");
     }
+}
+
+/// The optimizer's own all-reduces (the random mask's kept counts, the stability counts) through
+/// the real NCCL code path: cudarc's bindings and `NcclCollective` (the stand-in's NCCL here).
+#[cfg(feature = "nccl")]
+#[test]
+fn nccl_sharded_steps_match_the_cpu() {
+    use gradmask::cuda::{DeviceCollective, NcclCollective};
+    let Some(stream) = gpu("nccl_sharded_steps_match_the_cpu") else {
+        return;
+    };
+    if let Err(e) = NcclCollective::unique_id() {
+        eprintln!("skipping nccl_sharded_steps_match_the_cpu: {e}");
+        return;
+    }
+    let world = 3;
+    let streams: Vec<Arc<CudaStream>> = (0..world)
+        .map(|_| stream.context().new_stream().unwrap())
+        .collect();
+    let ranks: Vec<Rank> = streams
+        .clone()
+        .into_iter()
+        .zip(NcclCollective::from_streams(streams).unwrap())
+        .map(|(s, c)| (s, Box::new(c) as Box<dyn DeviceCollective>))
+        .collect();
+    let mut case = Case::gmt(0.4, Scope::Groups, MaskedUpdate::ZeroGrad);
+    case.mode = MaskMode::Random { seed: 5 };
+    case.stability = true;
+    let calls = compare_on::<F32Bf16>(ranks, &case, &random(world, 70), "nccl, random, stability");
+    // bf16: the selection's 3, the kept counts' and the stability counts'.
+    assert!(calls.iter().flatten().all(|&c| c == 5), "{calls:?}");
 }
 
 #[test]
