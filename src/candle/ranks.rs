@@ -7,7 +7,10 @@
 //! each rank its slices of every var's buffer and of every gradient, and runs every rank on its
 //! own thread; the ranks all-reduce the selection's histograms, so each gets the exact threshold of
 //! the whole tensors and updates its slices to the bits an unsharded step gives them. The ranks'
-//! reports must agree (checked); rank 0's is the step's.
+//! reports must agree (checked); rank 0's is the step's. Every rank gets the same checks on the
+//! same lengths, flags and learning rate, so all reject a bad step before their first all-reduce
+//! or none does; a rank that panicked mid-step would leave the others waiting in theirs (its
+//! collective stays alive here), as a dead process leaves NCCL ranks waiting.
 //!
 //! Checkpoints: one file per rank, `<path>.rank<r>`, each recording its rank, the world size and
 //! the layout, so a load with another number of ranks is rejected.
@@ -203,7 +206,8 @@ impl HostRanks {
             let what = "their step reports (after the step: a bug, the vars changed)";
             return Err(Error::ShardMismatch { what });
         }
-        Ok(reports.into_iter().next().expect("more than one rank"))
+        let none = Error::Collective("no rank reported".into());
+        reports.into_iter().next().ok_or(none)
     }
 }
 
