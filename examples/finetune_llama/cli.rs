@@ -193,6 +193,12 @@ pub struct Args {
     /// Keep glibc's default mmap threshold (for measuring what `cpu::keep_freed_memory` saves).
     #[arg(long)]
     pub default_malloc: bool,
+    /// Shard the optimizer's state over N ranks, as threads on the CPU (ZeRO style: each rank
+    /// keeps m and v of its slice of the model and steps it; the thresholds are exact through
+    /// all-reduced histograms, so the losses are those of one rank). One checkpoint file per rank;
+    /// --resume needs the same N. 1: unsharded.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub shards: u64,
     /// Stop after this many steps as if killed, leaving the checkpoints (tests `--resume`).
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,

@@ -9,7 +9,8 @@
 //! - `data/`: the word-problem generator, user JSONL, split, tokens, batches;
 //! - `train/`: one method's training: the loop, the methods as set-ups of the crate's candle
 //!   optimizer (`gradmask::candle::GmtAdamW`, the only optimizer: this example has no optimizer
-//!   code of its own), evaluation, checkpoints, `metrics.jsonl`;
+//!   code of its own; `--shards N` is its sharded state, N CPU ranks as threads), evaluation,
+//!   checkpoints, `metrics.jsonl`;
 //! - `report/`: results, the comparison table, spreads over seeds, plots;
 //! - `experiment/`: one invocation: process set-up, loading, the plan of runs, running them, the
 //!   outputs;

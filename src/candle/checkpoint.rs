@@ -8,7 +8,8 @@ use super::optimizer::{Engine, GmtAdamW};
 use crate::{Error, Result};
 
 impl GmtAdamW {
-    /// Writes the optimizer's state to `path` (safetensors, atomically). Needs named vars: a
+    /// Writes the optimizer's state to `path` (safetensors, atomically; sharded, one file per rank:
+    /// `<path>.rank<r>`). Needs named vars: a
     /// `VarMap::all_vars()` list has no names and a per-process order, so its checkpoint could not
     /// be matched to the vars again.
     pub fn save(&mut self, path: &Path) -> Result<()> {
@@ -21,9 +22,10 @@ impl GmtAdamW {
     }
 
     /// Restores the state written by [`GmtAdamW::save`] for the same vars (names, order and
-    /// shapes; the engine and the device may differ). A checkpoint of other vars fails with
-    /// [`Error::Var`] naming the first var that differs, a corrupt one with
-    /// [`Error::Checkpoint`]; either changes nothing. The learning rate is not part of it.
+    /// shapes; the engine and the device may differ, but a sharded state loads only into as many
+    /// shards). A checkpoint of other vars fails with [`Error::Var`] naming the first var that
+    /// differs, a corrupt one or one of another number of shards with [`Error::Checkpoint`];
+    /// either changes nothing. The learning rate is not part of it.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         self.check_named()?;
         match &mut self.engine {

@@ -10,7 +10,8 @@ pub type NameRule<T> = Arc<dyn Fn(&str) -> T + Send + Sync>;
 
 /// Everything [`GmtAdamW`](super::GmtAdamW) is built with: the `Config` of its
 /// [`candle_nn::Optimizer`] implementation. `Config::new(adamw, mask)` gives lr 1e-3 (candle's
-/// AdamW default), GMT (not the random mask), [`llama_layer`] grouping, no dense or frozen var.
+/// AdamW default), GMT (not the random mask), [`llama_layer`] grouping, no dense or frozen var,
+/// one rank (no sharding).
 #[derive(Clone)]
 pub struct Config {
     pub adamw: AdamWConfig,
@@ -27,6 +28,9 @@ pub struct Config {
     /// Frozen vars (the freezing baselines, e.g. HFT): never updated; their gradients still count
     /// in the selection, the norm and the non-finite check.
     pub frozen: NameRule<bool>,
+    /// Ranks the optimizer's state is sharded over, as threads on the CPU (see `ranks`); 1:
+    /// unsharded. Every var's entries end bit for bit where one rank puts them.
+    pub shards: usize,
 }
 
 impl Config {
@@ -40,6 +44,7 @@ impl Config {
             layer_of: Arc::new(llama_layer),
             dense: Arc::new(|_| false),
             frozen: Arc::new(|_| false),
+            shards: 1,
         }
     }
 
@@ -67,6 +72,14 @@ impl Config {
         self
     }
 
+    /// Shards the optimizer's state over `shards` ranks, as threads on the CPU: ZeRO style, each
+    /// rank keeps m and v of its slice of the vars (the concatenation in stepping order cut into
+    /// equal parts) and steps it. CPU vars only; 0 is rejected when the optimizer is built.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
     pub fn with_frozen(mut self, frozen: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
         self.frozen = Arc::new(frozen);
         self
@@ -86,6 +99,7 @@ impl fmt::Debug for Config {
             .field("mask", &self.mask)
             .field("lr", &self.lr)
             .field("mode", &self.mode)
+            .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
 }

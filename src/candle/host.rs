@@ -1,4 +1,5 @@
-//! The CPU engine on candle's CPU storage: [`crate::GmtAdamW`] steps the vars in place.
+//! The CPU engine on candle's CPU storage: [`crate::GmtAdamW`] (or N sharded ranks of it, see
+//! `ranks`) steps the vars in place.
 //!
 //! The gradients are read where candle left them (read guards on their storage); the vars are
 //! written in their own buffers (the nested in-place ops of `access`). Nothing is copied: no host
@@ -8,12 +9,13 @@ use candle_core::{Storage, Tensor, Var};
 
 use super::access::{with_vars, Elem, Lent};
 use super::config::Config;
+use super::ranks::HostRanks;
 use super::{candle_err, var_err};
 use crate::cuda::adamw::ranges::first_overlap;
 use crate::{Result, StepReport, TensorTable, VarProblem};
 
 pub(crate) struct HostEngine {
-    pub(super) opt: crate::GmtAdamW,
+    pub(super) opt: HostRanks,
     pub(super) last: Option<StepReport>,
     /// Zeros for the vars without a gradient (the largest var's length), allocated on first use.
     zeros: Vec<u32>,
@@ -26,8 +28,7 @@ pub(crate) struct HostEngine {
 impl HostEngine {
     pub(super) fn new(table: TensorTable, config: &Config) -> Result<Self> {
         let n = table.len();
-        let opt =
-            crate::GmtAdamW::new(table, config.adamw, config.mask)?.with_mask_mode(config.mode);
+        let opt = HostRanks::new(table, config)?;
         Ok(HostEngine {
             opt,
             last: None,
@@ -88,7 +89,7 @@ impl HostEngine {
         self.opt.set_frozen(&self.frozen)?;
         let opt = &mut self.opt;
         let report = with_vars::<T, _>(vars, |lent| {
-            let mut params: Vec<&mut [T]> = lent
+            let params: Vec<&mut [T]> = lent
                 .into_iter()
                 .map(|l| match l {
                     Lent::Host(s) => s,
@@ -96,7 +97,7 @@ impl HostEngine {
                     Lent::Device(_) => unreachable!("the host engine steps CPU vars"),
                 })
                 .collect();
-            T::host_step(opt, &mut params, &slices, lr)
+            opt.step(params, &slices, lr)
         })
         .map_err(candle_err)??;
         self.last = Some(report);

@@ -45,6 +45,11 @@
 //!   [`GmtAdamW::accumulate`] adds a micro-batch's gradients (candle adds, on the vars' device),
 //!   [`GmtAdamW::step_accumulated`] steps on the sum. Set `AdamWConfig::grad_scale` to N for the
 //!   mean.
+//! - **Sharded state (CPU).** [`Config::with_shards`]`(n)` cuts the optimizer's state ZeRO style
+//!   over n ranks, as threads joined by a [`crate::ThreadCollective`]: each rank keeps m and v of
+//!   its slice of the vars and updates that slice; the all-reduced selection gives every entry
+//!   the bits of the unsharded step. Checkpoints are one file per rank (`<path>.rank<r>`); a load
+//!   needs the same n. CUDA vars with n > 1 are rejected ([`VarProblem::Device`]).
 //! - **Bad input** gets [`Error::Var`] naming the var ([`VarProblem`]: dtype, device, shape, a
 //!   gradient of another shape or dtype, shared storage, a checkpoint of other vars) and changes
 //!   nothing.
@@ -56,6 +61,7 @@ mod config;
 mod device;
 mod host;
 mod optimizer;
+mod ranks;
 mod step;
 mod vars;
 

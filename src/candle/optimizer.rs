@@ -29,6 +29,7 @@ pub struct GmtAdamW {
     pub(super) engine: Engine,
     /// Gradients copied to be made contiguous, since construction.
     pub(super) copies: u64,
+    pub(super) shards: usize,
 }
 
 pub(super) enum Engine {
@@ -69,6 +70,13 @@ impl GmtAdamW {
         let frozen: Vec<bool> = names.iter().map(|n| (config.frozen)(n)).collect();
         let table = TensorTable::new(&lengths, &ids)?.with_dense(&dense)?;
         let group_of = GroupMap::new(&table, config.mask.scope).group_of;
+        if config.shards != 1 && !device.is_cpu() {
+            return Err(unsupported_device(
+                &device,
+                &names,
+                "the CPU: sharded ranks (Config::with_shards) are threads on the CPU",
+            ));
+        }
         let engine = if device.is_cpu() {
             Engine::Host(Box::new(HostEngine::new(table, &config)?))
         } else {
@@ -87,6 +95,7 @@ impl GmtAdamW {
             frozen,
             engine,
             copies: 0,
+            shards: config.shards,
             names,
         };
         if named {
@@ -106,7 +115,7 @@ impl GmtAdamW {
             Device::Cuda(cuda) => Ok(Engine::Device(Box::new(super::device::DeviceEngine::new(
                 cuda, table, config,
             )?))),
-            other => Err(unsupported_device(other, names)),
+            other => Err(unsupported_device(other, names, ANY_DEVICE)),
         }
     }
 
@@ -117,7 +126,7 @@ impl GmtAdamW {
         _: &Config,
         names: &[String],
     ) -> Result<Engine> {
-        Err(unsupported_device(device, names))
+        Err(unsupported_device(device, names, ANY_DEVICE))
     }
 
     fn set_engine_names(&mut self) -> Result<()> {
@@ -136,6 +145,11 @@ impl GmtAdamW {
     /// The vars' device.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The ranks the optimizer's state is sharded over (1: unsharded; [`Config::with_shards`]).
+    pub fn shards(&self) -> usize {
+        self.shards
     }
 
     /// The vars, in stepping order.
@@ -221,7 +235,7 @@ impl GmtAdamW {
     /// The f32 master weights of bf16 vars, flat in stepping order, once a step has been taken.
     pub fn master_to_host(&mut self) -> Result<Option<Vec<f32>>> {
         match &mut self.engine {
-            Engine::Host(host) => Ok(host.opt.master().map(<[f32]>::to_vec)),
+            Engine::Host(host) => Ok(host.opt.master()),
             #[cfg(feature = "cuda")]
             Engine::Device(device) => device.opt.master_to_host(),
         }
@@ -230,10 +244,7 @@ impl GmtAdamW {
     /// The first and second moments, flat in stepping order.
     pub fn moments_to_host(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
         match &mut self.engine {
-            Engine::Host(host) => {
-                let (m, v) = host.opt.moments();
-                Ok((m.to_vec(), v.to_vec()))
-            }
+            Engine::Host(host) => Ok(host.opt.moments()),
             #[cfg(feature = "cuda")]
             Engine::Device(device) => device.opt.moments_to_host(),
         }
@@ -259,12 +270,14 @@ fn group_ids(layers: &[Option<u32>]) -> Vec<u32> {
         .collect()
 }
 
-fn unsupported_device(device: &Device, names: &[String]) -> Error {
+const ANY_DEVICE: &str = "the CPU, or a CUDA device in a build with the `cuda` feature";
+
+fn unsupported_device(device: &Device, names: &[String], expected: &str) -> Error {
     var_err(
         names.first().map_or("", String::as_str),
         VarProblem::Device {
             got: format!("{:?}", device.location()),
-            expected: "the CPU, or a CUDA device in a build with the `cuda` feature".to_string(),
+            expected: expected.to_string(),
         },
     )
 }

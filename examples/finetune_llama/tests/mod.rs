@@ -2,6 +2,8 @@
 //! - `training.rs`: a 30-step GMT run (the loss falls, kept counts match the mask ratio, a run
 //!   killed after 15 steps and resumed from its step-10 checkpoint reproduces the uninterrupted
 //!   loss curve); every baseline in one `--compare`; real gradients; cached generation;
+//! - `shards.rs`: `--shards 1/2/3` repeat the unsharded lines and weights bit for bit (SFT, GMT,
+//!   random mask, HFT); a 5-rank run killed and resumed does too; a resume with another N fails;
 //! - `gpu.rs` (`--features cuda`): the micro run with `--cuda`;
 //! - `formats.rs`: HF directories (round trip, an error for each kind of bad input) and GGUF (a
 //!   small Q4_1 file written by the test loads back dequantized, Q/K unpermuted, tokenizer rebuilt).
@@ -10,6 +12,7 @@ mod formats;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod seeds;
+mod shards;
 mod training;
 
 use std::path::{Path, PathBuf};

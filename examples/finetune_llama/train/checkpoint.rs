@@ -1,6 +1,7 @@
 //! Checkpoints: `<method>/checkpoints/step-NNNNNN/` holds the weights as a loadable model directory
 //! (`config.json`, `model.safetensors`, `tokenizer.json` when there is one), `optimizer.bin` (the
-//! crate optimizer's own state file) and `trainer.json`.
+//! crate optimizer's own state file; with `--shards N`, one file per rank, `optimizer.bin.rank<r>`)
+//! and `trainer.json`.
 //!
 //! Atomicity: a checkpoint is written into `step-NNNNNN.tmp/` and renamed into place, then the
 //! `latest` pointer file is replaced atomically. A crash at any point leaves `latest` naming a
@@ -27,6 +28,13 @@ pub struct TrainerState {
     pub total_steps: u64,
     /// The optimizer's own step counter (behind `step` by the skipped steps).
     pub optimizer_step: u64,
+    /// Ranks the optimizer's state was sharded over (`--shards`; absent before it existed: 1).
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn root(dir: &Path) -> PathBuf {
@@ -57,6 +65,7 @@ pub fn save(
         step,
         total_steps,
         optimizer_step: optimizer.step_count()?,
+        shards: optimizer.shards(),
     };
     std::fs::write(
         tmp.join("trainer.json"),
@@ -98,6 +107,16 @@ pub fn load_latest(
             .with_context(|| format!("missing checkpoint file {}", state_path.display()))?,
     )
     .with_context(|| format!("{}: corrupt trainer state", state_path.display()))?;
+    if state.shards != optimizer.shards() {
+        bail!(
+            "{}: the checkpoint was written with --shards {}, this run asks for --shards {}; \
+             resume with --shards {}",
+            ckpt.display(),
+            state.shards,
+            optimizer.shards(),
+            state.shards
+        );
+    }
     let weights = ckpt.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&weights, &Device::Cpu).with_context(|| {
         format!(

@@ -31,12 +31,15 @@ pub struct OptimSpec {
     pub frozen: Option<Vec<bool>>,
     /// Track mask stability (the CPU engine only: on a CUDA device there is none to report).
     pub track_stability: bool,
+    /// Ranks (threads on the CPU) the optimizer's state is sharded over (`--shards`); 1: none.
+    pub shards: usize,
 }
 
 /// The method's optimizer over the model's vars, named and in parameter order. This is all a
 /// candle trainer needs to adopt GMT: the layer groups of `--scope layer` come from the names
 /// (`model.layers.3.*` is layer 3: the adapter's default rule; embeddings, final norm and head
-/// share one group), HFT's frozen tensors are a rule on names.
+/// share one group), HFT's frozen tensors are a rule on names, `--shards N` is one more setting
+/// (the adapter runs the N ranks as threads, each stepping its slice of the vars).
 pub fn optimizer(model: &Llama, spec: &OptimSpec) -> Result<GmtAdamW> {
     let vars: Vec<(String, Var)> = model
         .params
@@ -54,6 +57,7 @@ pub fn optimizer(model: &Llama, spec: &OptimSpec) -> Result<GmtAdamW> {
     };
     let config = Config::new(spec.adamw, spec.mask)
         .with_mask_mode(spec.mode)
+        .with_shards(spec.shards)
         .with_frozen(move |name| frozen.contains(name));
     let mut opt = GmtAdamW::with_config(vars, config)?;
     opt.track_stability(spec.track_stability)?;
@@ -92,6 +96,7 @@ pub fn optim_spec(method: Method, args: &Args, model: &Llama) -> OptimSpec {
         },
         frozen: (method == Method::Hft).then(|| hft_frozen(model, args.seed)),
         track_stability: ratio > 0.0 && !args.no_mask_stability,
+        shards: args.shards as usize,
     }
 }
 

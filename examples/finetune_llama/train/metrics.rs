@@ -173,6 +173,7 @@ mod tests {
             mask,
             mode: MaskMode::Gmt,
             frozen,
+            shards: 1,
         };
         let mut opt = optimizer(&model, &spec(None)).unwrap();
         // 1000 levels: ties at the threshold, so kept > target and a fraction of `target` fails.
