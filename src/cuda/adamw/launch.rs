@@ -291,7 +291,7 @@ impl CudaGmtAdamW {
                 tracker.enqueue(
                     &self.stream,
                     kernel,
-                    &mut self.selector,
+                    &self.selector,
                     &self.d_tensors,
                     n_chunks,
                     args,

@@ -6,10 +6,12 @@
 //! rank gets the whole tensors' thresholds, kept counts, norm and skip decision. The random mask
 //! and stochastic rounding draw by global index (each tensor's slice starts at its global
 //! offset), so every entry gets the bits an unsharded step gives it. The random mask's kept counts
-//! and, when tracked, the mask-stability counts are all-reduced too. Nothing waits on the host.
+//! are all-reduced too (the report is the whole tensors'); mask stability, when tracked, counts
+//! this rank's slices, as on the CPU (added over the ranks, the whole tensors'). Nothing waits on
+//! the host.
 //!
-//! Every rank must take the same steps (precision, learning rate, reuse of the selection, stability
-//! on or off) in the same order: the collectives pair up by order. Unlike the CPU engine, which
+//! Every rank must take the same steps (precision, learning rate, reuse of the selection) in the
+//! same order: the collectives pair up by order. Unlike the CPU engine, which
 //! checks a header word of every step, this is not checked per step (it would cost a host sync);
 //! construction checks the table, scope, layout and configurations once.
 
@@ -49,7 +51,7 @@ impl CudaGmtAdamW {
     }
 
     /// What the last step enqueued on the collective (zero unsharded): the selection's
-    /// all-reduces, and those of the random mask's kept counts and the stability counts.
+    /// all-reduces, and the random mask's kept counts'.
     pub fn comm_stats(&self) -> CommStats {
         self.selector.comm_stats()
     }

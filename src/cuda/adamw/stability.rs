@@ -8,9 +8,8 @@
 //! and those also kept before. The counts come back with one asynchronous copy, read when the step
 //! is resolved: no host synchronisation beyond the optimizer's own.
 //!
-//! Sharded, each rank counts its slices and one all-reduce adds the counts (after the update, on
-//! the stream), so every rank reports the whole tensors'; every rank must then track the same
-//! steps.
+//! Sharded, each rank counts its own slices, as the CPU engine's sharded ranks do: the counts
+//! added over the ranks are the whole tensors' (no collective is spent on them).
 //!
 //! As on the CPU: a skipped step changes neither the bits nor [`CudaGmtAdamW::stability`]; the
 //! first step taken after `track_stability(true)` or a checkpoint load has no previous mask.
@@ -69,7 +68,7 @@ impl DeviceTracker {
         &mut self,
         stream: &Arc<CudaStream>,
         kernel: &Function,
-        selector: &mut CudaSelector,
+        selector: &CudaSelector,
         d_tensors: &CudaSlice<crate::cuda::types::GmParamTensor>,
         n_chunks: usize,
         mut args: GmAdamWArgs,
@@ -94,9 +93,6 @@ impl DeviceTracker {
             // function's contract.
             unsafe { kernel.launch(stream.cu_stream(), (n_chunks as u32, 1, 1), &mut params)? };
         }
-        // Sharded: every rank's counts, added (the whole tensors'). Unsharded: nothing.
-        let words = self.result.tensors.len() * 2;
-        selector.shard_all_reduce_u64(&mut self.d_counts, words)?;
         self.h_counts.download(stream, &self.d_counts)?;
         self.pending = true;
         Ok(())
