@@ -7,8 +7,8 @@
 //! and stochastic rounding draw by global index (each tensor's slice starts at its global
 //! offset), so every entry gets the bits an unsharded step gives it. The random mask's kept counts
 //! are all-reduced too (the report is the whole tensors'); mask stability, when tracked, counts
-//! this rank's slices, as on the CPU (added over the ranks, the whole tensors'). Nothing waits on
-//! the host.
+//! this rank's slices, as on the CPU (added over the ranks, the whole tensors'). Sharding adds no
+//! host wait to a step.
 //!
 //! Every rank must take the same steps (precision, learning rate, reuse of the selection) in the
 //! same order: the collectives pair up by order. Unlike the CPU engine, which
