@@ -4,33 +4,15 @@
 //! gradient, f32 and bf16 vars, and accumulation (which masks the sum, not each micro-batch).
 #![cfg(feature = "candle")]
 
+mod common;
+
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
+use common::candle_vars::{normal, LAYER_IDS, VARS};
 use gradmask::candle::{Config, GmtAdamW};
 use gradmask::{AdamWConfig, MaskConfig, MaskMode, MaskedUpdate, Scope, TensorTable};
 use half::bf16;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
-
-/// Names (Llama-style, so the default rule finds layers) and lengths: sizes 0, 1, 3, odd, and one
-/// larger than a work-list chunk.
-const VARS: [(&str, usize); 5] = [
-    ("model.embed_tokens.weight", 70_001),
-    ("model.layers.0.mlp.up_proj.weight", 257),
-    ("model.layers.0.input_layernorm.weight", 3),
-    ("model.layers.1.self_attn.o_proj.bias", 1),
-    ("model.layers.1.empty", 0),
-];
-/// Their group ids under `Scope::Groups` by `llama_layer`: no layer first, then layers 0 and 1.
-const LAYER_IDS: [u32; 5] = [0, 1, 1, 2, 2];
-
-fn normal(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dist = Normal::new(0.0f32, scale).unwrap();
-    (0..len).map(|_| dist.sample(&mut rng)).collect()
-}
 
 fn vars(dtype: DType) -> Vec<(String, Var)> {
     VARS.iter()

@@ -5,29 +5,14 @@
 //! checkpoints resume exactly; one of another rank count is refused and changes nothing.
 #![cfg(feature = "candle")]
 
+mod common;
+
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
+use common::candle_vars::{normal, VARS};
 use gradmask::candle::{Config, GmtAdamW};
 use gradmask::{AdamWConfig, Error, MaskConfig, MaskMode, MaskedUpdate, Scope};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
-
-/// Sizes 0, 1, 3, odd, and one larger than a work-list chunk (Llama names: layers 0 and 1).
-const VARS: [(&str, usize); 5] = [
-    ("model.embed_tokens.weight", 70_001),
-    ("model.layers.0.mlp.up_proj.weight", 257),
-    ("model.layers.0.input_layernorm.weight", 3),
-    ("model.layers.1.self_attn.o_proj.bias", 1),
-    ("model.layers.1.empty", 0),
-];
-
-fn normal(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dist = Normal::new(0.0f32, scale).unwrap();
-    (0..len).map(|_| dist.sample(&mut rng)).collect()
-}
 
 fn vars(sizes: &[(&str, usize)], dtype: DType) -> Vec<(String, Var)> {
     let var = |i: usize, len: usize| {

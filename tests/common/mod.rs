@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod adamw_ref;
+#[cfg(feature = "candle")]
+pub mod candle_vars;
 pub mod cuda_shards;
 pub mod cuda_steps;
 pub mod f32_limits;
