@@ -71,7 +71,7 @@ __device__ __forceinline__ unsigned chunk_rule(const GmChunk& chunk, const GmPar
 
 // K: the gradient's key traits (gm_common.cuh); P: the parameter storage above.
 template <class K, class P>
-__device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+__device__ void adamw_pass(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                            const GmStep* d_step, u64* d_kept, GmStepScalars s, const GmAdamWArgs& args) {
     typedef typename K::Raw G;
     typedef typename P::Raw Praw;
@@ -87,7 +87,7 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
     if (args.clip) s.grad_mul = clipped_grad_mul(d_step->sum_sq, args);
 
     const u64 offset = chunk.first - tensor.first;  // of the chunk within its tensor
-    const G* d_g = reinterpret_cast<const G*>(chunk.d_data);
+    const G* d_g = reinterpret_cast<const G*>(d_grads[chunk.tensor]) + chunk.start;
     Praw* d_p = reinterpret_cast<Praw*>(tensor.d_param) + offset;
     float* d_m = reinterpret_cast<float*>(tensor.d_m) + offset;
     float* d_v = reinterpret_cast<float*>(tensor.d_v) + offset;
@@ -108,7 +108,7 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
     // stand-in driver's traffic counters showed it).
     const bool p_is_output = P::MASTER && !init && !freeze;
     constexpr unsigned N = (sizeof(G) == 4 && sizeof(Praw) == 4) ? 4 : 8;
-    const u64 addresses = chunk.d_data | (u64)d_p | (u64)d_m | (u64)d_v | (u64)d_master;
+    const u64 addresses = (u64)d_g | (u64)d_p | (u64)d_m | (u64)d_v | (u64)d_master;
     const unsigned n_packs = (addresses & (GM_VEC_BYTES - 1)) == 0 ? chunk.len / N : 0;
     unsigned kept = 0;
     for (unsigned pack = threadIdx.x; pack < n_packs; pack += blockDim.x) {
@@ -158,29 +158,29 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const GmParamTensor* d_tenso
 
 // Thin entry points: gm_adamw_<parameter storage>_<gradient dtype>.
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_adamw_f32_f32(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_adamw_f32_f32(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                      const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyF32, ParamF32>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+    adamw_pass<KeyF32, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_adamw_f32_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_adamw_f32_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                       const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyBF16, ParamF32>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+    adamw_pass<KeyBF16, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_adamw_f32_f16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_adamw_f32_f16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                      const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyF16, ParamF32>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+    adamw_pass<KeyF16, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_adamw_master_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_adamw_master_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                          const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyBF16, ParamMaster>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+    adamw_pass<KeyBF16, ParamMaster>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_adamw_round_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_adamw_round_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                         const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyBF16, ParamRound>(d_chunks, d_tensors, d_groups, d_step, d_kept, scalars, args);
+    adamw_pass<KeyBF16, ParamRound>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
 }
 
 // The host walk (scripts/adamw-host-check.sh) runs a block's threads one after another, which a
@@ -197,7 +197,7 @@ extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
 // tensor's pair in d_counts (kept, kept before) with one atomic each. A skipped step changes
 // nothing. It reads g once more and 1/8 B of bits per entry, and writes as many bits.
 template <class K>
-__device__ void stability_pass(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+__device__ void stability_pass(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                                const GmStep* d_step, unsigned* d_bits, u64* d_counts, const GmAdamWArgs& args) {
     typedef typename K::Raw G;
     if (d_step->non_finite != 0) return;
@@ -205,7 +205,7 @@ __device__ void stability_pass(const GmChunk* d_chunks, const GmParamTensor* d_t
     const GmParamTensor tensor = d_tensors[chunk.tensor];
     const unsigned rule = chunk_rule(chunk, tensor, args);
     const unsigned threshold = d_groups[chunk.group].threshold_key;
-    const G* d_g = reinterpret_cast<const G*>(chunk.d_data);
+    const G* d_g = reinterpret_cast<const G*>(d_grads[chunk.tensor]) + chunk.start;
     unsigned* d_words = d_bits + (u64)blockIdx.x * (GM_CHUNK_LEN / 32);
     const unsigned n_words = (chunk.len + 31) / 32;
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -231,19 +231,19 @@ __device__ void stability_pass(const GmChunk* d_chunks, const GmParamTensor* d_t
 
 // Entry points per gradient dtype: gm_stability_<gradient dtype>.
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_stability_f32(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_stability_f32(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                      const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
-    stability_pass<KeyF32>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+    stability_pass<KeyF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, args);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_stability_bf16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_stability_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                       const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
-    stability_pass<KeyBF16>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+    stability_pass<KeyBF16>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, args);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_stability_f16(const GmChunk* d_chunks, const GmParamTensor* d_tensors, const GmGroup* d_groups,
+    gm_stability_f16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
                      const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
-    stability_pass<KeyF16>(d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+    stability_pass<KeyF16>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, args);
 }
 
 #endif  // GM_HOST_WALK

@@ -44,16 +44,22 @@ __device__ __forceinline__ void apply_vec(const uint4& vec, F& f) {
     for (unsigned j = 0; j < PER_VEC; ++j) f(raws[j]);
 }
 
+// The chunk's first gradient entry: its tensor's buffer in the gradient table, plus its start.
+template <class Raw>
+__device__ __forceinline__ const Raw* chunk_grads(const GmChunk& chunk, const unsigned long long* d_grads) {
+    return reinterpret_cast<const Raw*>(d_grads[chunk.tensor]) + chunk.start;
+}
+
 // Calls f(raw) for every entry of the chunk, spread over the block. 16-byte loads, four in flight
 // per thread, when the chunk is 16-byte aligned; a scalar loop for the tail (or a misaligned chunk).
 template <class K, class F>
-__device__ __forceinline__ void for_each_raw(const GmChunk& chunk, F&& f) {
+__device__ __forceinline__ void for_each_raw(const GmChunk& chunk, const unsigned long long* d_grads, F&& f) {
     typedef typename K::Raw Raw;
     constexpr unsigned PER_VEC = GM_VEC_BYTES / sizeof(Raw);
     constexpr unsigned UNROLL = 4;
-    const Raw* d_data = reinterpret_cast<const Raw*>(chunk.d_data);
+    const Raw* d_data = chunk_grads<Raw>(chunk, d_grads);
     unsigned done = 0;
-    if ((chunk.d_data & (GM_VEC_BYTES - 1)) == 0) {
+    if ((reinterpret_cast<unsigned long long>(d_data) & (GM_VEC_BYTES - 1)) == 0) {
         const uint4* d_vec = reinterpret_cast<const uint4*>(d_data);
         const unsigned n_vec = chunk.len / PER_VEC;
         unsigned i = threadIdx.x;

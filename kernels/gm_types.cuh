@@ -4,10 +4,12 @@
 #pragma once
 #include <cstdint>
 
-// One entry of the work list: a run of at most GM_CHUNK_LEN entries of one tensor. Built once on
-// the host (and again only when a buffer moves), uploaded, then read by every pass.
+// One entry of the work list: a run of at most GM_CHUNK_LEN entries of one tensor. Built and
+// uploaded once; it holds no address. The kernels find the chunk's gradients at
+// d_grads[tensor] + start (elements), d_grads being the table of gradient buffers that the host
+// uploads (n_tensors x 8 B) only when a buffer moves.
 struct GmChunk {
-    unsigned long long d_data;  // device address of the chunk's first gradient entry
+    unsigned long long start;   // the chunk's first entry in its tensor's (local) gradient buffer
     unsigned long long first;   // index of that entry in the concatenation of all tensors
     unsigned int len;           // entries in this chunk
     unsigned int group;         // selection group of its tensor

@@ -64,26 +64,26 @@ extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
 
 // Thin per-dtype entry points.
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_histogram_f32(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
-    histogram_pass<KeyF32>(d_chunks, d_groups, d_hist, d_step);
+    gm_histogram_f32(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
+    histogram_pass<KeyF32>(d_chunks, d_grads, d_groups, d_hist, d_step);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_histogram_bf16(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
-    histogram_pass<KeyBF16>(d_chunks, d_groups, d_hist, d_step);
+    gm_histogram_bf16(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
+    histogram_pass<KeyBF16>(d_chunks, d_grads, d_groups, d_hist, d_step);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_histogram_f16(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
-    histogram_pass<KeyF16>(d_chunks, d_groups, d_hist, d_step);
+    gm_histogram_f16(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
+    histogram_pass<KeyF16>(d_chunks, d_grads, d_groups, d_hist, d_step);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_refine_f32(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
-    refine_pass<KeyF32>(d_chunks, d_groups, d_hist, d_cand, flags);
+    gm_refine_f32(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
+    refine_pass<KeyF32>(d_chunks, d_grads, d_groups, d_hist, d_cand, flags);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_refine_bf16(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
-    refine_pass<KeyBF16>(d_chunks, d_groups, d_hist, d_cand, flags);
+    gm_refine_bf16(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
+    refine_pass<KeyBF16>(d_chunks, d_grads, d_groups, d_hist, d_cand, flags);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
-    gm_refine_f16(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
-    refine_pass<KeyF16>(d_chunks, d_groups, d_hist, d_cand, flags);
+    gm_refine_f16(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
+    refine_pass<KeyF16>(d_chunks, d_grads, d_groups, d_hist, d_cand, flags);
 }

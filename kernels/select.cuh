@@ -142,7 +142,8 @@ __device__ __forceinline__ unsigned next_width(unsigned shift) {
 // (select_shard.cu) instantiates it false: the histograms are all-reduced first, then
 // gm_shard_decide chooses.
 template <class K, bool DECIDE = true>
-__device__ void histogram_pass(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, GmStep* d_step) {
+__device__ void histogram_pass(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups,
+                               unsigned long long* d_hist, GmStep* d_step) {
     __shared__ unsigned s_hist[GM_FIRST_BINS];
     constexpr unsigned shift = K::KEY_BITS - GM_FIRST_DIGIT_BITS;
     const GmChunk chunk = d_chunks[blockIdx.x];
@@ -153,7 +154,7 @@ __device__ void histogram_pass(const GmChunk* d_chunks, GmGroup* d_groups, unsig
     __syncthreads();
     double sum_sq = 0.0;
     unsigned non_finite = 0;
-    for_each_raw<K>(chunk, [&](typename K::Raw raw) {
+    for_each_raw<K>(chunk, d_grads, [&](typename K::Raw raw) {
         const unsigned key = K::key(raw);
         const double x = K::value(raw);
         sum_sq = fma(x, x, sum_sq);
@@ -230,8 +231,8 @@ __device__ void refine_digit(GmGroup* d_group, unsigned long long* d_group_hist,
 }
 
 template <class K, bool DECIDE = true>
-__device__ void refine_pass(const GmChunk* d_chunks, GmGroup* d_groups, unsigned long long* d_hist, unsigned* d_cand,
-                            unsigned flags) {
+__device__ void refine_pass(const GmChunk* d_chunks, const unsigned long long* d_grads, GmGroup* d_groups,
+                            unsigned long long* d_hist, unsigned* d_cand, unsigned flags) {
     const GmChunk chunk = d_chunks[blockIdx.x];
     GmGroup* d_group = &d_groups[chunk.group];
     // Uniform over the group's blocks: either all of them take part in this pass, or none.
@@ -239,7 +240,7 @@ __device__ void refine_pass(const GmChunk* d_chunks, GmGroup* d_groups, unsigned
     if ((flags & GM_REFINE_SKIP_CANDS) && d_group->has_candidates) return;
     refine_digit<DECIDE>(d_group, d_hist + (size_t)chunk.group * GM_FIRST_BINS, d_cand, flags & GM_REFINE_COMPACT,
                  d_group->n_chunks,
-                 [&](auto&& on_key) { for_each_raw<K>(chunk, [&](typename K::Raw raw) { on_key(K::key(raw)); }); });
+                 [&](auto&& on_key) { for_each_raw<K>(chunk, d_grads, [&](typename K::Raw raw) { on_key(K::key(raw)); }); });
 }
 
 // The last f32 digit over a group's compacted candidates (grid: groups x GM_CANDIDATE_BLOCKS).

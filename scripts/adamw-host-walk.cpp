@@ -16,7 +16,7 @@ GmDim3 threadIdx, blockIdx, blockDim;
 unsigned long long g_block_sum;
 long g_misaligned;
 
-typedef void (*Kernel)(const GmChunk*, const GmParamTensor*, const GmGroup*, const GmStep*, u64*, GmStepScalars,
+typedef void (*Kernel)(const GmChunk*, const u64*, const GmParamTensor*, const GmGroup*, const GmStep*, u64*, GmStepScalars,
                        GmAdamWArgs);
 
 enum Storage { F32, MASTER, ROUND };
@@ -85,12 +85,14 @@ static long run(Kernel kernel, Storage storage, const std::vector<size_t>& lengt
     std::vector<GmGroup> groups(n);
     std::vector<GmParamTensor> tensors(n);
     std::vector<GmChunk> chunks;
+    std::vector<u64> grad_table(n);
     for (size_t t = 0; t < n; ++t) {
         groups[t].threshold_key = t == 5 ? GM_KEEP_NONE : (unsigned)(rng() % (K::KEY_BITS == 31 ? 0x3f000000u : 0x3f00u));
         tensors[t] = {(u64)params[t].ptr(), (u64)(m.ptr() + state_first[t]), (u64)(v.ptr() + state_first[t]),
                       storage == MASTER ? (u64)(master.ptr() + state_first[t]) : 0ull, first[t], t == 3 ? 1u : 0u, 0u};
+        grad_table[t] = (u64)grads[t].ptr();
         for (size_t start = 0; start < lengths[t]; start += GM_CHUNK_LEN)
-            chunks.push_back({(u64)(grads[t].ptr() + start), first[t] + start,
+            chunks.push_back({(u64)start, first[t] + start,
                               (unsigned)std::min<size_t>(GM_CHUNK_LEN, lengths[t] - start), (unsigned)t, t == 2 ? 1u : 0u,
                               (unsigned)t});
     }
@@ -109,7 +111,7 @@ static long run(Kernel kernel, Storage storage, const std::vector<size_t>& lengt
         g_block_sum = 0;
         for (int th = GM_BLOCK_THREADS - 1; th >= 0; --th) {
             threadIdx = {(unsigned)th, 0, 0};
-            kernel(chunks.data(), tensors.data(), groups.data(), &step, kept.data(), s, args);
+            kernel(chunks.data(), grad_table.data(), tensors.data(), groups.data(), &step, kept.data(), s, args);
         }
     }
 

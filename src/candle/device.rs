@@ -11,7 +11,7 @@
 //!   thread: there the optimizer must be used on the thread that built it (checked).
 //! - A step returns once it is enqueued. The report (`last_report`) waits for the stream. What the
 //!   engine itself still does per step is in `CudaGmtAdamW`'s notes (it reads the previous step's
-//!   skip flag, and uploads the work list again when the gradient buffers moved).
+//!   skip flag, and uploads the table of gradient addresses, 8 B per var, when the buffers moved).
 
 use std::sync::Arc;
 

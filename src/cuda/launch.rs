@@ -21,6 +21,8 @@ pub(super) struct Launches {
     pub n_chunks: u32,
     pub n_groups: u32,
     pub d_chunks: u64,
+    /// The gradient table: one device address per tensor.
+    pub d_grads: u64,
     pub d_groups: u64,
     pub d_hist: u64,
     pub d_step: u64,
@@ -38,9 +40,9 @@ impl Launches {
     /// `gm_select_begin`: each group's target, stage and counters for this step.
     ///
     /// # Safety
-    /// The addresses are the selector's workspace (chunk list uploaded, every buffer sized for its
-    /// table), alive until the enqueued work has run, and the chunks' gradient addresses are valid
-    /// device memory of their dtype, unwritten until then.
+    /// The addresses are the selector's workspace (work list and gradient table uploaded, every
+    /// buffer sized for its table), alive until the enqueued work has run, and the gradient
+    /// table's addresses are valid device memory of their dtype, unwritten until then.
     pub unsafe fn begin(mut self, f: Function, mut ratio: f64, mut key_bits: u32) -> Result<()> {
         let grid = (self.n_groups.div_ceil(BLOCK_THREADS), 1, 1);
         let params = &mut [
@@ -61,6 +63,7 @@ impl Launches {
     pub unsafe fn histogram(mut self, f: Function) -> Result<()> {
         let params = &mut [
             arg(&mut self.d_chunks),
+            arg(&mut self.d_grads),
             arg(&mut self.d_groups),
             arg(&mut self.d_hist),
             arg(&mut self.d_step),
@@ -77,6 +80,7 @@ impl Launches {
     pub unsafe fn refine(mut self, f: Function, mut flags: u32) -> Result<()> {
         let params = &mut [
             arg(&mut self.d_chunks),
+            arg(&mut self.d_grads),
             arg(&mut self.d_groups),
             arg(&mut self.d_hist),
             arg(&mut self.d_cand),

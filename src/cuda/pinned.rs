@@ -1,15 +1,16 @@
-//! Pinned host buffers that know when the device is done with them.
+//! Pinned host buffers for downloads, which know when the device is done with them.
 //!
-//! An asynchronous copy from or to pinned memory runs when the stream reaches it, not when it is
-//! enqueued: the host must not rewrite a staging buffer before the upload that reads it has run,
-//! nor read a download before it has landed. cudarc's `PinnedHostSlice` waits on an event that
-//! cudarc records only once the context has several streams, so on the single-stream path it
-//! waits for nothing. [`Pinned`] records its own event after every copy and waits on it before
-//! every host access: an upload never blocks the host unless the staging buffer is still in
-//! flight, and a read waits for that copy (and so for the work queued before it) only.
+//! An asynchronous copy to pinned memory runs when the stream reaches it, not when it is enqueued:
+//! the host must not read a download before it has landed. cudarc's `PinnedHostSlice` waits on an
+//! event that cudarc records only once the context has several streams, so on the single-stream
+//! path it waits for nothing. [`Pinned`] records its own event after every copy and waits on it
+//! before a read: that copy (and so the work queued before it) only.
 //!
-//! Found by the stand-in driver (`vgpu/`), whose streams run only when the host synchronises:
-//! the second step's work list overwrote the first step's before its upload had run.
+//! Uploads do not go through pinned staging: the tables the host uploads (gradient and parameter
+//! addresses) are small, and a copy from pageable memory is staged by the driver when enqueued, so
+//! the host never waits for an earlier upload to leave a staging buffer. (The stand-in driver,
+//! whose streams run only when the host synchronises, once caught a step's pinned work list
+//! overwritten before its upload had run.)
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::Result;
 
 pub struct Pinned<T> {
     host: PinnedHostSlice<T>,
-    /// Recorded after the last copy from or to `host`.
+    /// Recorded after the last download into `host`.
     done: CudaEvent,
 }
 
@@ -30,8 +31,8 @@ impl<T: DeviceRepr + ValidAsZeroBits> Pinned<T> {
     /// `len` (at least 1) elements of pinned memory on `stream`'s context.
     pub fn new(stream: &Arc<CudaStream>, len: usize) -> Result<Self> {
         let ctx = stream.context();
-        // SAFETY: the contents are only read through `read`, after a download filled them, or
-        // written through `write` first; the first contents are never looked at.
+        // SAFETY: the contents are only read through `read`, after a download filled them; the
+        // first contents are never looked at.
         let host = unsafe { ctx.alloc_pinned_with_flags::<T>(len.max(1), 0) }.map_err(cuda)?;
         Ok(Pinned {
             host,
@@ -39,22 +40,10 @@ impl<T: DeviceRepr + ValidAsZeroBits> Pinned<T> {
         })
     }
 
-    /// The buffer, for the host to fill; waits for the last copy that used it.
-    pub fn write(&mut self) -> Result<&mut [T]> {
-        self.done.synchronize().map_err(cuda)?;
-        self.host.as_mut_slice().map_err(cuda)
-    }
-
     /// The buffer as the last download left it; waits for that download.
     pub fn read(&self) -> Result<&[T]> {
         self.done.synchronize().map_err(cuda)?;
         self.host.as_slice().map_err(cuda)
-    }
-
-    /// Enqueues the copy of the buffer to `dst` on `stream`.
-    pub fn upload(&mut self, stream: &Arc<CudaStream>, dst: &mut CudaSlice<T>) -> Result<()> {
-        stream.memcpy_htod(&self.host, dst).map_err(cuda)?;
-        self.done.record(stream).map_err(cuda)
     }
 
     /// Enqueues the copy of `src` into the buffer on `stream`.

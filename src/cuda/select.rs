@@ -45,17 +45,15 @@ pub struct CudaSelector {
     local: TensorTable,
     pub(super) map: GroupMap,
     pub(super) chunks: Vec<GmChunk>,
-    /// Each chunk's first entry in its tensor's (local) buffer.
-    chunk_starts: Vec<usize>,
     /// The layout, collective and kernels of a sharded selector.
     pub(super) shard: Option<Box<super::shard::CudaShards>>,
-    /// Device address of each tensor, and the element size, the uploaded work list describes.
-    bound: Vec<u64>,
-    bound_size: usize,
+    /// The gradient buffers of the step being enqueued, and those the uploaded table holds.
     addresses: Vec<u64>,
-    /// Pinned staging for work-list uploads, so that an upload never blocks the host.
-    h_chunks: Pinned<GmChunk>,
+    bound: Vec<u64>,
+    /// The work list, uploaded once; it holds no address (see [`GmChunk`]).
     pub(super) d_chunks: CudaSlice<GmChunk>,
+    /// The gradient table: one device address per tensor, uploaded when a buffer moves.
+    pub(super) d_grads: CudaSlice<u64>,
     pub(super) d_groups: CudaSlice<GmGroup>,
     /// Per group, a first-digit histogram; sharded, then each group's non-finite count and the
     /// step's (the all-reduced tail).
@@ -123,19 +121,17 @@ impl CudaSelector {
         };
         let map = GroupMap::new(table, scope);
         let mut chunks = Vec::new();
-        let mut chunk_starts = Vec::new();
         let mut groups = vec![GmGroup::default(); map.n_groups()];
         for run in runs(table, local, GPU_CHUNK_LEN) {
             let (group, dense) = (map.group_of[run.tensor], table.dense()[run.tensor]);
             chunks.push(GmChunk {
-                d_data: 0,
+                start: run.start as u64,
                 first: run.global,
                 len: run.len as u32,
                 group,
                 dense: u32::from(dense),
                 tensor: run.tensor as u32,
             });
-            chunk_starts.push(run.start);
             if !dense {
                 groups[group as usize].n_chunks += 1;
             }
@@ -146,8 +142,14 @@ impl CudaSelector {
             group.len = map.group_len[g];
         }
         super::check_grid(chunks.len(), groups.len())?;
-        let d_chunks = stream
+        let mut d_chunks = stream
             .alloc_zeros::<GmChunk>(chunks.len().max(1))
+            .map_err(cuda)?;
+        if !chunks.is_empty() {
+            stream.memcpy_htod(&chunks, &mut d_chunks).map_err(cuda)?;
+        }
+        let d_grads = stream
+            .alloc_zeros::<u64>(table.len().max(1))
             .map_err(cuda)?;
         let mut d_groups = stream
             .alloc_zeros::<GmGroup>(groups.len().max(1))
@@ -169,25 +171,23 @@ impl CudaSelector {
             )
             .map_err(cuda)?;
         let d_cand = stream.alloc_zeros::<u32>(capacity.max(1)).map_err(cuda)?;
-        let (h_groups, h_step, h_chunks) = (
+        let (h_groups, h_step) = (
             Pinned::new(&stream, groups.len())?,
             Pinned::new(&stream, 1)?,
-            Pinned::new(&stream, chunks.len())?,
         );
         Ok(CudaSelector {
             stream,
             kernels,
             table: table.clone(),
             local,
-            chunk_starts,
             shard: None,
-            bound: vec![0; table.len()],
-            bound_size: 0,
-            h_chunks,
             addresses: vec![0; table.len()],
+            // No buffer is 0 but an empty tensor's (never read): the first step uploads.
+            bound: vec![u64::MAX; table.len()],
             map,
             chunks,
             d_chunks,
+            d_grads,
             d_groups,
             d_hist,
             d_step,
@@ -234,8 +234,14 @@ impl CudaSelector {
         &self.d_chunks
     }
 
-    /// Whether the uploaded work list describes gradients at `addresses` of `dtype` (the last
-    /// selection's buffers), so that a kernel walking it reads those gradients.
+    /// The gradient table: the device address of each tensor's gradients at the last selection
+    /// (the work list's chunks index it).
+    pub fn device_grads(&self) -> &CudaSlice<u64> {
+        &self.d_grads
+    }
+
+    /// Whether the gradient table holds gradients at `addresses` of `dtype` (the last selection's
+    /// buffers), so that a kernel walking the work list reads those gradients.
     pub(crate) fn is_bound_to(&self, addresses: impl Iterator<Item = u64>, dtype: DType) -> bool {
         self.last_dtype == Some(dtype) && self.bound.iter().copied().eq(addresses)
     }
@@ -304,8 +310,23 @@ impl CudaSelector {
         self.local
             .check_lengths("gradients", lengths.iter().copied())?;
         super::check_addresses(addresses, lengths, dtype.size())?;
-        self.addresses.copy_from_slice(addresses);
         // SAFETY: the caller's contract above.
+        unsafe { self.select_checked(dtype, addresses, mask_ratio) }
+    }
+
+    /// [`CudaSelector::select_raw`] once the caller has checked the ratio, the count and the
+    /// addresses against [`CudaSelector::local_table`]'s lengths.
+    ///
+    /// # Safety
+    /// [`CudaSelector::select_raw`]'s contract, with this selector's local lengths.
+    pub(crate) unsafe fn select_checked(
+        &mut self,
+        dtype: DType,
+        addresses: &[u64],
+        mask_ratio: f64,
+    ) -> Result<()> {
+        self.addresses.copy_from_slice(addresses);
+        // SAFETY: the caller's contract.
         unsafe { self.enqueue(dtype, mask_ratio) }
     }
 
@@ -314,8 +335,8 @@ impl CudaSelector {
     /// unwritten until the enqueued work has run.
     unsafe fn enqueue(&mut self, dtype: DType, mask_ratio: f64) -> Result<()> {
         self.stream.context().bind_to_thread().map_err(cuda)?;
-        if self.bound != self.addresses || self.bound_size != dtype.size() {
-            self.upload_work_list(dtype.size())?;
+        if self.bound != self.addresses {
+            self.upload_grad_table()?;
         }
         self.last_dtype = Some(dtype);
         if self.shard.is_some() {
@@ -328,6 +349,7 @@ impl CudaSelector {
         // The guards record, when dropped after the launches, that the kernels read the work list
         // and wrote the rest, so cudarc orders other streams' users after them.
         let (d_chunks, _read) = self.d_chunks.device_ptr(stream);
+        let (d_grads, _grads_read) = self.d_grads.device_ptr(stream);
         let (d_groups, _groups_written) = self.d_groups.device_ptr_mut(stream);
         let (d_hist, _hist_written) = self.d_hist.device_ptr_mut(stream);
         let (d_step, _step_written) = self.d_step.device_ptr_mut(stream);
@@ -337,6 +359,7 @@ impl CudaSelector {
             n_chunks: self.chunks.len() as u32,
             n_groups: self.map.n_groups() as u32,
             d_chunks,
+            d_grads,
             d_groups,
             d_hist,
             d_step,
@@ -360,24 +383,15 @@ impl CudaSelector {
         Ok(())
     }
 
-    /// Writes the chunk addresses for the current `addresses` into the pinned staging buffer and
-    /// enqueues its upload. Waits only for the previous upload to have left the staging buffer.
-    fn upload_work_list(&mut self, elem_size: usize) -> Result<()> {
-        if !self.chunks.is_empty() {
-            let staging = self.h_chunks.write()?;
-            for ((slot, chunk), &start) in
-                staging.iter_mut().zip(&self.chunks).zip(&self.chunk_starts)
-            {
-                let tensor = chunk.tensor as usize;
-                *slot = GmChunk {
-                    d_data: self.addresses[tensor] + (start * elem_size) as u64,
-                    ..*chunk
-                };
-            }
-            self.h_chunks.upload(&self.stream, &mut self.d_chunks)?;
+    /// Enqueues the upload of `addresses` into the gradient table: n_tensors x 8 B from pageable
+    /// memory, which the driver stages at once, so the host waits for nothing.
+    fn upload_grad_table(&mut self) -> Result<()> {
+        if !self.addresses.is_empty() {
+            self.stream
+                .memcpy_htod(&self.addresses, &mut self.d_grads)
+                .map_err(cuda)?;
         }
         self.bound.copy_from_slice(&self.addresses);
-        self.bound_size = elem_size;
         Ok(())
     }
 

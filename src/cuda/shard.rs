@@ -171,6 +171,7 @@ impl CudaSelector {
             n_chunks: self.chunks.len() as u32,
             n_groups,
             d_chunks: self.d_chunks.device_ptr_mut(&stream).0,
+            d_grads: self.d_grads.device_ptr_mut(&stream).0,
             d_groups: self.d_groups.device_ptr_mut(&stream).0,
             d_hist: self.d_hist.device_ptr_mut(&stream).0,
             d_step: self.d_step.device_ptr_mut(&stream).0,

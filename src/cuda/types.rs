@@ -6,12 +6,13 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 /// Selection stages of a group between passes (`GM_STAGE_*`).
 pub const STAGE_DONE: u32 = 0;
 
-/// One entry of the device work list: at most `GPU_CHUNK_LEN` entries of one tensor.
+/// One entry of the device work list: at most `GPU_CHUNK_LEN` entries of one tensor. It holds no
+/// address: the kernels read the chunk's gradients at `d_grads[tensor] + start`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GmChunk {
-    /// Device address of the chunk's first gradient entry.
-    pub d_data: u64,
+    /// The chunk's first entry in its tensor's (local) gradient buffer, in elements.
+    pub start: u64,
     /// Index of that entry in the concatenation of all tensors.
     pub first: u64,
     pub len: u32,

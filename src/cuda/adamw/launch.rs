@@ -77,11 +77,7 @@ pub(super) fn new(
         .alloc_zeros::<GmParamTensor>(n.max(1))
         .map_err(cuda)?;
     let d_kept = stream.alloc_zeros::<u64>(n_groups.max(1)).map_err(cuda)?;
-    let (h_tensors, h_kept, h_step) = (
-        Pinned::new(&stream, n)?,
-        Pinned::new(&stream, n_groups)?,
-        Pinned::new(&stream, 1)?,
-    );
+    let (h_kept, h_step) = (Pinned::new(&stream, n_groups)?, Pinned::new(&stream, 1)?);
     Ok(CudaGmtAdamW {
         stream,
         selector,
@@ -96,7 +92,7 @@ pub(super) fn new(
         d_v,
         d_master: None,
         d_tensors,
-        h_tensors,
+        h_tensors: vec![GmParamTensor::default(); n],
         addresses: vec![0; n],
         bound: vec![0; n],
         ranges: Vec::with_capacity(n),
@@ -203,9 +199,9 @@ impl CudaGmtAdamW {
         }
         self.prepare(precision)?;
         let ratio = self.selection_ratio();
-        let lengths = self.selector.local_table().lengths().to_vec();
-        // SAFETY: the caller's contract covers the gradients' addresses, lengths and lifetimes.
-        unsafe { self.selector.select_raw(dtype, grads, &lengths, ratio)? };
+        // SAFETY: the caller's contract covers the gradients' addresses, lengths and lifetimes; the
+        // count and the addresses were checked above against the selector's local lengths.
+        unsafe { self.selector.select_checked(dtype, grads, ratio)? };
         self.addresses.copy_from_slice(params);
         // SAFETY: the caller's contract covers the parameters' addresses, lengths and lifetimes.
         unsafe { self.enqueue_update(precision, dtype, lr, seed) }
@@ -356,16 +352,15 @@ impl CudaGmtAdamW {
         Ok(())
     }
 
-    /// Fills the pinned staging table for `addresses` and enqueues its upload. Waits only for the
-    /// previous upload to have left the staging buffer.
+    /// Fills the parameter table for `addresses` and enqueues its upload: n_tensors x 48 B from
+    /// pageable memory, which the driver stages at once, so the host waits for nothing.
     fn upload_param_table(&mut self) -> Result<()> {
         if !self.table.is_empty() {
             let m = self.d_m.device_ptr(&self.stream).0;
             let v = self.d_v.device_ptr(&self.stream).0;
             let master = self.d_master.as_ref().map(|d| d.device_ptr(&self.stream).0);
             let layout = self.selector.shard_layout();
-            let staging = self.h_tensors.write()?;
-            for (t, slot) in staging.iter_mut().enumerate().take(self.table.len()) {
+            for (t, slot) in self.h_tensors.iter_mut().enumerate() {
                 let at = self.state_offsets[t] * 4;
                 *slot = GmParamTensor {
                     d_param: self.addresses[t],
@@ -380,7 +375,9 @@ impl CudaGmtAdamW {
                     pad: 0,
                 };
             }
-            self.h_tensors.upload(&self.stream, &mut self.d_tensors)?;
+            self.stream
+                .memcpy_htod(&self.h_tensors, &mut self.d_tensors)
+                .map_err(cuda)?;
         }
         self.bound.copy_from_slice(&self.addresses);
         self.table_dirty = false;
@@ -404,6 +401,7 @@ impl CudaGmtAdamW {
         let stream = &self.stream;
         // The guards record, when dropped after the launch, what the kernel read and wrote.
         let (d_chunks, _chunks_read) = self.selector.device_chunks().device_ptr(stream);
+        let (d_grads, _grads_read) = self.selector.device_grads().device_ptr(stream);
         let (d_groups, _groups_read) = self.selector.device_groups().device_ptr(stream);
         let (d_step, _step_read) = self.selector.device_step().device_ptr(stream);
         let (d_tensors, _tensors_read) = self.d_tensors.device_ptr(stream);
@@ -411,8 +409,8 @@ impl CudaGmtAdamW {
         let _m_written = self.d_m.device_ptr_mut(stream).1;
         let _v_written = self.d_v.device_ptr_mut(stream).1;
         let _master_written = self.d_master.as_mut().map(|d| d.device_ptr_mut(stream).1);
-        let (mut d_chunks, mut d_tensors, mut d_groups, mut d_step, mut d_kept) =
-            (d_chunks, d_tensors, d_groups, d_step, d_kept);
+        let (mut d_chunks, mut d_grads, mut d_tensors, mut d_groups, mut d_step, mut d_kept) =
+            (d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept);
         let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
         // SAFETY: the argument array matches gm_adamw_*'s parameter list in kernels/adamw.cu
         // (StepScalars has GmStepScalars's layout, asserted in types.rs); the workspace buffers are
@@ -423,6 +421,7 @@ impl CudaGmtAdamW {
                 (n_chunks as u32, 1, 1),
                 &mut [
                     arg(&mut d_chunks),
+                    arg(&mut d_grads),
                     arg(&mut d_tensors),
                     arg(&mut d_groups),
                     arg(&mut d_step),

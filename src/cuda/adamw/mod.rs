@@ -66,7 +66,8 @@ pub struct CudaGmtAdamW {
     /// Allocated by the first bf16-master step (or a load of such a checkpoint).
     d_master: Option<CudaSlice<f32>>,
     d_tensors: CudaSlice<GmParamTensor>,
-    h_tensors: Pinned<GmParamTensor>,
+    /// The parameter table as last uploaded (host copy).
+    h_tensors: Vec<GmParamTensor>,
     /// Parameter addresses of the step being enqueued, and those the uploaded table describes.
     addresses: Vec<u64>,
     bound: Vec<u64>,

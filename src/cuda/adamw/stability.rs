@@ -76,17 +76,20 @@ impl DeviceTracker {
         stream.memset_zeros(&mut self.d_counts).map_err(cuda)?;
         {
             let (d_chunks, _chunks_read) = selector.device_chunks().device_ptr(stream);
+            let (d_grads, _grads_read) = selector.device_grads().device_ptr(stream);
             let (d_groups, _groups_read) = selector.device_groups().device_ptr(stream);
             let (d_step, _step_read) = selector.device_step().device_ptr(stream);
             let (d_tensors, _tensors_read) = d_tensors.device_ptr(stream);
             let (d_bits, _bits_written) = self.d_bits.device_ptr_mut(stream);
             let (d_counts, _counts_written) = self.d_counts.device_ptr_mut(stream);
-            let mut ptrs = [d_chunks, d_tensors, d_groups, d_step, d_bits, d_counts];
-            let mut params = [std::ptr::null_mut::<c_void>(); 7];
+            let mut ptrs = [
+                d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts,
+            ];
+            let mut params = [std::ptr::null_mut::<c_void>(); 8];
             for (slot, p) in params.iter_mut().zip(ptrs.iter_mut()) {
                 *slot = p as *mut u64 as *mut c_void;
             }
-            params[6] = &mut args as *mut GmAdamWArgs as *mut c_void;
+            params[7] = &mut args as *mut GmAdamWArgs as *mut c_void;
             // SAFETY: the argument array matches gm_stability_*'s parameter list in
             // kernels/adamw.cu; d_bits holds GPU_CHUNK_LEN / 32 words per chunk of the work list
             // and d_counts two per tensor (both sized for this table in `new`); the rest is this
