@@ -1,10 +1,12 @@
 // The fused masked AdamW: one launch over every tensor of the model (DESIGN.md §1, §3).
 //
 // It runs after the selection (kernels/select.cu), on the same stream, over the same work list:
-// one block per GmChunk, a run of at most GM_CHUNK_LEN entries of one tensor. Each block:
+// one block per GmChunk, a run of at most GM_CHUNK_LEN entries of one tensor. Before it,
+// gm_step_plan (one thread) picks the step's scalars and rng keys by the device's count of steps
+// taken, and counts the step if it is taken: the host never waits for a skip flag. Each block:
 //  1. returns at once when the selection's pass 1 counted an Inf or NaN gradient anywhere
 //     (GmStep.non_finite > 0). The step is skipped on the device: p, m, v and the master weights
-//     stay bit-identical, and the host learns of it later from an asynchronous copy;
+//     stay bit-identical, and the step is not counted;
 //  2. finds its tensor in the GmParamTensor table (where p, m, v and the master weights live) and
 //     leaves a frozen tensor alone;
 //  3. decides which entries are kept. A dense tensor keeps all of them. GMT keeps key(g) >= the
@@ -71,11 +73,14 @@ __device__ __forceinline__ unsigned chunk_rule(const GmChunk& chunk, const GmPar
 
 // K: the gradient's key traits (gm_common.cuh); P: the parameter storage above.
 template <class K, class P>
-__device__ void adamw_pass(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                           const GmStep* d_step, u64* d_kept, GmStepScalars s, const GmAdamWArgs& args) {
+__device__ void adamw_pass(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors,
+                           const GmGroup* d_groups, const GmStep* d_step, u64* d_kept, const GmStepPlan* d_plan) {
     typedef typename K::Raw G;
     typedef typename P::Raw Praw;
     if (d_step->non_finite != 0) return;  // skipped step: every block leaves, nothing is written
+    if (d_plan->missed) return;           // no plan for the device's count (a host bug, reported there)
+    GmStepScalars s = d_plan->scalars;
+    const GmAdamWArgs args = d_plan->args;
     const GmChunk chunk = d_chunks[blockIdx.x];
     const GmParamTensor tensor = d_tensors[chunk.tensor];
     const bool init = P::MASTER && args.init_master;
@@ -156,31 +161,50 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const u64* d_grads, const Gm
     }
 }
 
+// Picks the step's plan by the device's count of steps taken (one thread, between the selection
+// and the update: the update and the stability pass read *d_current), then counts the step if it
+// is taken (the selection's non-finite count is final). A count outside the host's window
+// [base, base + n_plans) marks the copy missed, so that nothing is written, and is counted for the
+// host to report.
+extern "C" __global__ void gm_step_plan(const GmStep* d_step, GmStepCount* d_count, const GmStepPlan* d_plans,
+                                        u64 base, unsigned n_plans, GmStepPlan* d_current) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    const u64 index = d_count->taken - base;  // wraps to a huge value below base
+    if (index >= n_plans) {
+        d_current->missed = 1;
+        d_count->missed += 1;
+        return;
+    }
+    *d_current = d_plans[index];
+    d_current->missed = 0;
+    if (d_step->non_finite == 0) d_count->taken += 1;
+}
+
 // Thin entry points: gm_adamw_<parameter storage>_<gradient dtype>.
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_adamw_f32_f32(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                     const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyF32, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
+                     const GmStep* d_step, u64* d_kept, const GmStepPlan* d_plan) {
+    adamw_pass<KeyF32, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, d_plan);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_adamw_f32_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                      const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyBF16, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
+                      const GmStep* d_step, u64* d_kept, const GmStepPlan* d_plan) {
+    adamw_pass<KeyBF16, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, d_plan);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_adamw_f32_f16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                     const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyF16, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
+                     const GmStep* d_step, u64* d_kept, const GmStepPlan* d_plan) {
+    adamw_pass<KeyF16, ParamF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, d_plan);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_adamw_master_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                         const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyBF16, ParamMaster>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
+                         const GmStep* d_step, u64* d_kept, const GmStepPlan* d_plan) {
+    adamw_pass<KeyBF16, ParamMaster>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, d_plan);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_adamw_round_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                        const GmStep* d_step, u64* d_kept, GmStepScalars scalars, GmAdamWArgs args) {
-    adamw_pass<KeyBF16, ParamRound>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, scalars, args);
+                        const GmStep* d_step, u64* d_kept, const GmStepPlan* d_plan) {
+    adamw_pass<KeyBF16, ParamRound>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, d_plan);
 }
 
 // The host walk (scripts/adamw-host-check.sh) runs a block's threads one after another, which a
@@ -197,10 +221,12 @@ extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
 // tensor's pair in d_counts (kept, kept before) with one atomic each. A skipped step changes
 // nothing. It reads g once more and 1/8 B of bits per entry, and writes as many bits.
 template <class K>
-__device__ void stability_pass(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                               const GmStep* d_step, unsigned* d_bits, u64* d_counts, const GmAdamWArgs& args) {
+__device__ void stability_pass(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors,
+                               const GmGroup* d_groups, const GmStep* d_step, unsigned* d_bits, u64* d_counts,
+                               const GmStepPlan* d_plan) {
     typedef typename K::Raw G;
-    if (d_step->non_finite != 0) return;
+    if (d_step->non_finite != 0 || d_plan->missed) return;
+    const GmAdamWArgs args = d_plan->args;
     const GmChunk chunk = d_chunks[blockIdx.x];
     const GmParamTensor tensor = d_tensors[chunk.tensor];
     const unsigned rule = chunk_rule(chunk, tensor, args);
@@ -232,18 +258,18 @@ __device__ void stability_pass(const GmChunk* d_chunks, const u64* d_grads, cons
 // Entry points per gradient dtype: gm_stability_<gradient dtype>.
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_stability_f32(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                     const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
-    stability_pass<KeyF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+                     const GmStep* d_step, unsigned* d_bits, u64* d_counts, const GmStepPlan* d_plan) {
+    stability_pass<KeyF32>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, d_plan);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_stability_bf16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                      const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
-    stability_pass<KeyBF16>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+                      const GmStep* d_step, unsigned* d_bits, u64* d_counts, const GmStepPlan* d_plan) {
+    stability_pass<KeyBF16>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, d_plan);
 }
 extern "C" __global__ void __launch_bounds__(GM_BLOCK_THREADS)
     gm_stability_f16(const GmChunk* d_chunks, const u64* d_grads, const GmParamTensor* d_tensors, const GmGroup* d_groups,
-                     const GmStep* d_step, unsigned* d_bits, u64* d_counts, GmAdamWArgs args) {
-    stability_pass<KeyF16>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, args);
+                     const GmStep* d_step, unsigned* d_bits, u64* d_counts, const GmStepPlan* d_plan) {
+    stability_pass<KeyF16>(d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, d_plan);
 }
 
 #endif  // GM_HOST_WALK

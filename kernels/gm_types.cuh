@@ -96,9 +96,28 @@ struct GmAdamWArgs {
     unsigned int init_master;       // 1: the master weights start as the bf16 parameters (first step)
 };
 
+// One candidate plan of an optimizer step: its scalars and arguments if it is the t-th step taken,
+// t = base + 1 + the candidate's index (src/cuda/adamw/plan.rs). The step counter lives on the
+// device (a skipped step, decided there, does not count), so the host, which does not wait for the
+// skip flags of the steps before, sends one candidate per count they may have left, and
+// gm_step_plan picks the one for the device's count.
+struct GmStepPlan {
+    GmStepScalars scalars;
+    unsigned int missed;  // set in the picked copy only: the device's count was outside the window
+    GmAdamWArgs args;
+};
+
+// The device's step counter (GmStepCount.taken, +1 per step taken) and the host's window misses.
+struct GmStepCount {
+    unsigned long long taken;
+    unsigned long long missed;
+};
+
 static_assert(sizeof(GmChunk) == 32, "GmChunk layout is mirrored in src/cuda/types.rs");
 static_assert(sizeof(GmGroup) == 104, "GmGroup layout is mirrored in src/cuda/types.rs");
 static_assert(sizeof(GmStep) == 32, "GmStep layout is mirrored in src/cuda/types.rs");
 static_assert(sizeof(GmParamTensor) == 48, "GmParamTensor layout is mirrored in src/cuda/types.rs");
 static_assert(sizeof(GmStepScalars) == 36, "GmStepScalars layout is src/adamw/math.rs StepScalars");
 static_assert(sizeof(GmAdamWArgs) == 56, "GmAdamWArgs layout is mirrored in src/cuda/types.rs");
+static_assert(sizeof(GmStepPlan) == 96, "GmStepPlan layout is mirrored in src/cuda/types.rs");
+static_assert(sizeof(GmStepCount) == 16, "GmStepCount layout is mirrored in src/cuda/types.rs");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use common::adamw_ref::{check_step, draw_grads, draw_params, gmt_keeps, state, views, views_mut};
 use common::adamw_ref::{widen, Before, Tol};
 use common::cuda_steps::{assert_same_report, gpu, gpu_state, upload, Combo, F32Bf16, F32F16};
-use common::cuda_steps::{Master, Stochastic, F32F32};
+use common::cuda_steps::{config, Master, Stochastic, F32F32};
 use common::f32_limits::{is_f32_rejection, unusable_configs};
 use common::{Dist, FromF32};
 use cudarc::driver::CudaStream;
@@ -35,14 +35,6 @@ fn table() -> TensorTable {
         .unwrap()
         .with_dense(&[false, false, false, true, false, false, false])
         .unwrap()
-}
-
-fn config() -> AdamWConfig {
-    AdamWConfig {
-        weight_decay: 0.01,
-        grad_scale: Some(4.0),
-        ..AdamWConfig::default()
-    }
 }
 
 /// One comparison: both engines from the same start, `steps` steps on the same gradients.
@@ -306,3 +298,6 @@ mod resume;
 
 #[path = "adamw_cuda/raw.rs"]
 mod raw;
+
+#[path = "adamw_cuda/ahead.rs"]
+mod ahead;

@@ -16,7 +16,7 @@ use std::ops::Range;
 use common::adamw_ref::{bits, draw_grads, draw_params, state, views, views_mut, State};
 use common::cuda_shards::{flat, on_ranks, staged, Rank};
 use common::cuda_steps::{assert_same_report, gpu, gpu_state, upload, Combo};
-use common::cuda_steps::{F32Bf16, Master, Stochastic, F32F32};
+use common::cuda_steps::{config, F32Bf16, Master, Stochastic, F32F32};
 use common::shards::random_layout;
 use common::{Dist, FromF32};
 use cudarc::driver::CudaStream;
@@ -36,14 +36,6 @@ fn table() -> TensorTable {
         .unwrap()
         .with_dense(&[false, false, false, true, false, false])
         .unwrap()
-}
-
-fn config() -> AdamWConfig {
-    AdamWConfig {
-        weight_decay: 0.01,
-        grad_scale: Some(4.0),
-        ..AdamWConfig::default()
-    }
 }
 
 /// One comparison: the unsharded CPU engine and `layout.len()` CUDA ranks, `steps` steps.

@@ -107,11 +107,7 @@ impl GmtAdamW {
         let Some(layout) = layout else {
             return GmtAdamW::new(table, adamw, mask);
         };
-        if !layout.fits(&table) {
-            return Err(crate::Error::ShardLayout(
-                "the layout was built for another table".into(),
-            ));
-        }
+        layout.check_table(&table)?;
         let local = TensorTable::new(&layout.local_lengths(), table.group_ids())?
             .with_dense(table.dense())?;
         let map = GroupMap::new(&table, mask.scope);

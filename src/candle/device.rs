@@ -9,9 +9,10 @@
 //!   before whatever candle enqueues next; cudarc's event tracking orders other streams.
 //!   `Device::new_cuda` gives candle's per-thread default stream, which is another stream on each
 //!   thread: there the optimizer must be used on the thread that built it (checked).
-//! - A step returns once it is enqueued. The report (`last_report`) waits for the stream. What the
-//!   engine itself still does per step is in `CudaGmtAdamW`'s notes (it reads the previous step's
-//!   skip flag, and uploads the table of gradient addresses, 8 B per var, when the buffers moved).
+//! - A step returns once it is enqueued, with no host synchronisation: the engine keeps its step
+//!   counter on the device and uploads only its step plans and, since candle's gradient buffers
+//!   move every step, the table of their addresses (8 B per var); see `CudaGmtAdamW`'s notes. The
+//!   report (`last_report`) waits for the stream.
 
 use std::sync::Arc;
 

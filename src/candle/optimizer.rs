@@ -187,7 +187,7 @@ impl GmtAdamW {
     }
 
     /// The mask stability of the last step taken, when tracked. On a CUDA device this waits for
-    /// that step's counts (as [`GmtAdamW::step_count`] waits for its skip flag).
+    /// that step's counts (as [`GmtAdamW::step_count`] waits for the step count).
     pub fn stability(&mut self) -> Result<Option<&crate::MaskStability>> {
         match &mut self.engine {
             Engine::Host(host) => Ok(host.opt.stability()),
@@ -208,7 +208,7 @@ impl GmtAdamW {
     }
 
     /// Steps taken (skipped steps, with an Inf or NaN gradient, do not count). On a CUDA device
-    /// this waits for the last step's skip flag.
+    /// this waits for the last step's count.
     pub fn step_count(&mut self) -> Result<u64> {
         match &mut self.engine {
             Engine::Host(host) => Ok(host.opt.step_count()),

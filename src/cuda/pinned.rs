@@ -46,6 +46,15 @@ impl<T: DeviceRepr + ValidAsZeroBits> Pinned<T> {
         self.host.as_slice().map_err(cuda)
     }
 
+    /// The buffer as the last download left it if that download has landed; never waits.
+    pub fn try_read(&self) -> Result<Option<&[T]>> {
+        if self.done.try_is_complete().map_err(cuda)? {
+            self.host.as_slice().map(Some).map_err(cuda)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Enqueues the copy of `src` into the buffer on `stream`.
     pub fn download(&mut self, stream: &Arc<CudaStream>, src: &CudaSlice<T>) -> Result<()> {
         stream.memcpy_dtoh(src, &mut self.host).map_err(cuda)?;

@@ -53,11 +53,7 @@ impl CudaSelector {
         layout: ShardLayout,
         mut collective: Box<dyn DeviceCollective>,
     ) -> Result<Self> {
-        if !layout.fits(table) {
-            return Err(Error::ShardLayout(
-                "the layout was built for another table".into(),
-            ));
-        }
+        layout.check_table(table)?;
         if collective.rank() != layout.rank() || collective.world() != layout.world() {
             return Err(Error::ShardLayout(
                 "the collective's rank or world is not the layout's".into(),

@@ -93,11 +93,32 @@ pub struct GmAdamWArgs {
     pub init_master: u32,
 }
 
+/// One candidate plan of an optimizer step (`GmStepPlan`): its scalars and arguments if it is the
+/// t-th step taken (`src/cuda/adamw/plan.rs`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GmStepPlan {
+    pub scalars: crate::adamw::math::StepScalars,
+    /// Set by `gm_step_plan` in the picked copy when the device's count was outside the window.
+    pub missed: u32,
+    pub args: GmAdamWArgs,
+}
+
+/// The device's count of steps taken, and of steps whose plan window missed it (`GmStepCount`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GmStepCount {
+    pub taken: u64,
+    pub missed: u64,
+}
+
 const _: () = assert!(std::mem::size_of::<GmChunk>() == 32);
 const _: () = assert!(std::mem::size_of::<GmGroup>() == 104);
 const _: () = assert!(std::mem::size_of::<GmStep>() == 32);
 const _: () = assert!(std::mem::size_of::<GmParamTensor>() == 48);
 const _: () = assert!(std::mem::size_of::<GmAdamWArgs>() == 56);
+const _: () = assert!(std::mem::size_of::<GmStepPlan>() == 96);
+const _: () = assert!(std::mem::size_of::<GmStepCount>() == 16);
 const _: () = assert!(std::mem::size_of::<crate::adamw::math::StepScalars>() == 36);
 const _: () = assert!(std::mem::align_of::<crate::adamw::math::StepScalars>() == 4);
 
@@ -109,8 +130,16 @@ unsafe impl DeviceRepr for GmGroup {}
 unsafe impl DeviceRepr for GmStep {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for GmParamTensor {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for GmStepPlan {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for GmStepCount {}
 // SAFETY: all-zero bits are a valid value of every field.
 unsafe impl ValidAsZeroBits for GmChunk {}
+// SAFETY: as above.
+unsafe impl ValidAsZeroBits for GmStepPlan {}
+// SAFETY: as above.
+unsafe impl ValidAsZeroBits for GmStepCount {}
 // SAFETY: as above.
 unsafe impl ValidAsZeroBits for GmParamTensor {}
 // SAFETY: as above.
@@ -161,6 +190,8 @@ mod tests {
             ("GmStep", std::mem::size_of::<super::GmStep>()),
             ("GmParamTensor", std::mem::size_of::<super::GmParamTensor>()),
             ("GmAdamWArgs", std::mem::size_of::<super::GmAdamWArgs>()),
+            ("GmStepPlan", std::mem::size_of::<super::GmStepPlan>()),
+            ("GmStepCount", std::mem::size_of::<super::GmStepCount>()),
             (
                 "GmStepScalars",
                 std::mem::size_of::<crate::adamw::math::StepScalars>(),

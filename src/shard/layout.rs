@@ -166,6 +166,17 @@ impl ShardLayout {
         self.lengths == table.lengths()
     }
 
+    /// [`ShardLayout::fits`] as the error every sharded engine returns.
+    pub(crate) fn check_table(&self, table: &TensorTable) -> Result<()> {
+        if self.fits(table) {
+            Ok(())
+        } else {
+            Err(Error::ShardLayout(
+                "the layout was built for another table".into(),
+            ))
+        }
+    }
+
     /// A fingerprint of every rank's ranges (not of which rank this is).
     pub fn fingerprint(&self) -> u64 {
         let mut h = splitmix(self.ranges.len() as u64);

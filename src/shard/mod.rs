@@ -49,12 +49,6 @@ impl Shards {
 
     /// Checks that the layout was built for `table`'s tensors.
     pub(crate) fn check_table(&self, table: &TensorTable) -> Result<()> {
-        if self.layout.fits(table) {
-            Ok(())
-        } else {
-            Err(Error::ShardLayout(
-                "the layout was built for another table".into(),
-            ))
-        }
+        self.layout.check_table(table)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use gradmask::cuda::{self, CudaGmtAdamW};
-use gradmask::{GmtAdamW, GradElem, Result, StepReport};
+use gradmask::{AdamWConfig, GmtAdamW, GradElem, Result, StepReport};
 use half::{bf16, f16};
 
 use super::adamw_ref::{bits, State};
@@ -14,6 +14,15 @@ use super::FromF32;
 
 /// The stochastic-rounding seed of every bf16-without-master step in these tests.
 pub const ROUND_SEED: u64 = 0x5EED;
+
+/// The AdamW configuration of the CUDA optimizer tests: weight decay and a gradient scale on.
+pub fn config() -> AdamWConfig {
+    AdamWConfig {
+        weight_decay: 0.01,
+        grad_scale: Some(4.0),
+        ..AdamWConfig::default()
+    }
+}
 
 /// The GPU's stream, or None after printing why the test skips.
 pub fn gpu(test: &str) -> Option<Arc<CudaStream>> {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 
+use super::plan::StepCounter;
 use super::ranges::first_overlap;
 use super::CudaGmtAdamW;
 use crate::adamw::math::{grad_multiplier, StepScalars};
 use crate::cuda::module::{cuda, Function, Module};
 use crate::cuda::pinned::Pinned;
-use crate::cuda::types::{GmAdamWArgs, GmParamTensor, KEEP_RANDOM, KEEP_THRESHOLD};
+use crate::cuda::types::{GmAdamWArgs, GmParamTensor, GmStepPlan, KEEP_RANDOM, KEEP_THRESHOLD};
 use crate::cuda::{check_addresses, CudaSelector};
 use crate::rng::{random_cut, stream as rng_stream, ROUNDING_DOMAIN};
 use crate::{AdamWConfig, DType, Error, GradElem, GroupMap, MaskConfig, MaskMode, MaskedUpdate};
@@ -22,6 +23,8 @@ pub(super) struct Kernels {
     update: [Function; 5],
     /// `gm_stability_*`, indexed by [`super::stability::kernel_index`].
     pub(super) stability: [Function; 3],
+    /// `gm_step_plan`: picks the step's plan by the device's step count (`plan.rs`).
+    plan: Function,
 }
 
 /// Which entry point serves a precision and a gradient dtype (the signatures of the public step
@@ -61,6 +64,7 @@ pub(super) fn new(
             module.function("gm_stability_bf16")?,
             module.function("gm_stability_f16")?,
         ],
+        plan: module.function("gm_step_plan")?,
         _module: module,
     };
     let mut state_offsets = vec![0u64];
@@ -77,15 +81,14 @@ pub(super) fn new(
         .alloc_zeros::<GmParamTensor>(n.max(1))
         .map_err(cuda)?;
     let d_kept = stream.alloc_zeros::<u64>(n_groups.max(1)).map_err(cuda)?;
-    let (h_kept, h_step) = (Pinned::new(&stream, n_groups)?, Pinned::new(&stream, 1)?);
+    let (h_kept, counter) = (Pinned::new(&stream, n_groups)?, StepCounter::new(&stream)?);
     Ok(CudaGmtAdamW {
         stream,
         selector,
         kernels,
         frozen: vec![false; n],
-        step: 0,
+        counter,
         precision: None,
-        pending: None,
         last_random: None,
         state_offsets,
         d_m,
@@ -99,7 +102,6 @@ pub(super) fn new(
         table_dirty: true,
         d_kept,
         h_kept,
-        h_step,
         stability: None,
         names: String::new(),
         table,
@@ -110,8 +112,8 @@ pub(super) fn new(
 }
 
 impl CudaGmtAdamW {
-    /// Checks a step's inputs, then enqueues the selection (unless `reuse_selection`), the update
-    /// and the copy of the skip flag. `seed` is the stochastic-rounding seed.
+    /// Checks a step's inputs, then enqueues the selection (unless `reuse_selection`), the plan
+    /// pick and the update. `seed` is the stochastic-rounding seed.
     pub(super) fn enqueue<G: GradElem, T, P: DevicePtrMut<T>, S: DevicePtr<G>>(
         &mut self,
         precision: Precision,
@@ -121,8 +123,8 @@ impl CudaGmtAdamW {
         seed: u64,
         reuse_selection: bool,
     ) -> Result<()> {
-        self.resolve()?;
-        self.check(precision, lr, params, grads)?;
+        self.settle(precision, lr)?;
+        self.check(params, grads)?;
         if reuse_selection {
             let addresses = grads.iter().map(|g| g.device_ptr(&self.stream).0);
             if self.last_random.is_none() || !self.selector.is_bound_to(addresses, G::DTYPE) {
@@ -170,9 +172,7 @@ impl CudaGmtAdamW {
         lr: f64,
         seed: u64,
     ) -> Result<()> {
-        self.resolve()?;
-        self.adamw.validate_step(self.step + 1, lr)?;
-        self.check_precision(precision)?;
+        self.settle(precision, lr)?;
         if precision != Precision::F32 && dtype != DType::BF16 {
             return Err(Error::InvalidConfig {
                 name: "gradient dtype",
@@ -227,8 +227,8 @@ impl CudaGmtAdamW {
         Ok(())
     }
 
-    /// Enqueues the update for the parameters at `self.addresses` after the selection just
-    /// enqueued, and the copy of the skip flag.
+    /// Enqueues the plan pick and the update for the parameters at `self.addresses` after the
+    /// selection just enqueued.
     ///
     /// # Safety
     /// `self.addresses` and the selector's bound gradients are live buffers of the table's
@@ -249,30 +249,45 @@ impl CudaGmtAdamW {
             self.stream.memset_zeros(&mut self.d_kept).map_err(cuda)?;
         }
 
-        let step = self.step + 1;
         let clip = self.adamw.max_grad_norm.is_some();
         // With clipping, the kernel replaces grad_mul with the value from the device's sum of squares.
         let grad_mul = grad_multiplier(&self.adamw, 0.0).0;
-        let scalars = StepScalars::new(&self.adamw, step, lr, grad_mul);
         let args = GmAdamWArgs {
-            random_key: match self.mode {
-                MaskMode::Random { seed } => rng_stream(seed, step),
-                MaskMode::Gmt => 0,
-            },
+            random_key: 0,
             random_cut: random_cut(self.mask.mask_ratio),
-            round_key: rng_stream(seed ^ ROUNDING_DOMAIN, step),
+            round_key: 0,
             max_grad_norm: self.adamw.max_grad_norm.unwrap_or(0.0),
             grad_scale: self.adamw.grad_scale.unwrap_or(1.0),
             keep_rule: if random { KEEP_RANDOM } else { KEEP_THRESHOLD },
             freeze: u32::from(self.mask.masked == MaskedUpdate::Freeze),
             clip: u32::from(clip),
-            init_master: u32::from(
-                precision == Precision::Bf16Master && self.precision != Some(precision),
-            ),
+            init_master: 0,
         };
+        // The master weights start as the parameters at the first step taken: if none of the
+        // unresolved steps was (candidate 0), and the state has no bf16-master step yet.
+        let init = precision == Precision::Bf16Master && self.precision != Some(precision);
+        let (adamw, mode) = (self.adamw, self.mode);
+        // Step t's plan, as the CPU engine computes step t.
+        let plan = |t: u64, candidate: u64| GmStepPlan {
+            scalars: StepScalars::new(&adamw, t, lr, grad_mul),
+            missed: 0,
+            args: GmAdamWArgs {
+                random_key: match mode {
+                    MaskMode::Random { seed } => rng_stream(seed, t),
+                    MaskMode::Gmt => 0,
+                },
+                round_key: rng_stream(seed ^ ROUNDING_DOMAIN, t),
+                init_master: u32::from(init && candidate == 0),
+                ..args
+            },
+        };
+        let d_step = self.selector.device_step();
+        let kernel = &self.kernels.plan;
+        self.counter
+            .enqueue(&self.stream, kernel, d_step, precision, plan)?;
         let n_chunks = self.n_chunks();
         // SAFETY: this function's contract.
-        unsafe { self.launch(kernel_index(precision, dtype), n_chunks, scalars, args)? };
+        unsafe { self.launch(kernel_index(precision, dtype), n_chunks)? };
         if random {
             // Sharded: every rank's kept entries, added (the report's counts are the whole
             // tensors'). Unsharded: nothing.
@@ -289,14 +304,11 @@ impl CudaGmtAdamW {
                     kernel,
                     &self.selector,
                     &self.d_tensors,
+                    self.counter.current(),
                     n_chunks,
-                    args,
                 )?
             };
         }
-        self.h_step
-            .download(&self.stream, self.selector.device_step())?;
-        self.pending = Some(precision);
         self.last_random = Some(random);
         Ok(())
     }
@@ -304,6 +316,39 @@ impl CudaGmtAdamW {
     /// Chunks in the selector's work list (one block each).
     pub(super) fn n_chunks(&self) -> usize {
         self.selector.chunks.len()
+    }
+
+    /// Resolves the steps before this one as far as it can without waiting, and waits only where
+    /// this step cannot be planned or checked otherwise: the plan window is full, stability is
+    /// tracked (it reads each step's counts), the precision differs from the unresolved steps'
+    /// while the state's is still open, or `lr` is too large for the smallest step number the
+    /// device may be at (the step size falls as t grows). Then rejects a bad lr or another
+    /// precision than the state's, exactly as for the resolved step number.
+    fn settle(&mut self, precision: Precision, lr: f64) -> Result<()> {
+        if self.stability.is_some() || self.counter.is_full() {
+            self.resolve()?;
+        } else {
+            self.poll()?;
+        }
+        let open = self.precision.is_none();
+        if open
+            && self
+                .counter
+                .unresolved_precision()
+                .is_some_and(|p| p != precision)
+        {
+            self.resolve()?;
+        }
+        if self.counter.unresolved() > 0
+            && self
+                .adamw
+                .validate_step(self.counter.taken + 1, lr)
+                .is_err()
+        {
+            self.resolve()?;
+        }
+        self.adamw.validate_step(self.counter.taken + 1, lr)?;
+        self.check_precision(precision)
     }
 
     /// Rejects another precision than the state's.
@@ -317,17 +362,12 @@ impl CudaGmtAdamW {
         }
     }
 
-    /// Rejects a bad lr, another precision than the state's, and buffers of the wrong count,
-    /// length or device. Changes nothing.
+    /// Rejects buffers of the wrong count, length or device. Changes nothing.
     fn check<G, T, P: DevicePtrMut<T>, S: DevicePtr<G>>(
         &self,
-        precision: Precision,
-        lr: f64,
         params: &[P],
         grads: &[S],
     ) -> Result<()> {
-        self.adamw.validate_step(self.step + 1, lr)?;
-        self.check_precision(precision)?;
         let local = self.selector.local_table();
         local.check_lengths("parameters", params.iter().map(|p| p.len()))?;
         local.check_lengths("gradients", grads.iter().map(|g| g.len()))?;
@@ -390,13 +430,7 @@ impl CudaGmtAdamW {
     /// The uploaded parameter table and the selector's work list describe live buffers of the
     /// table's lengths on this device (parameters of the element type of `kernel`'s precision,
     /// gradients of its dtype), which nobody else writes or frees until the kernel has run.
-    unsafe fn launch(
-        &mut self,
-        kernel: usize,
-        n_chunks: usize,
-        mut scalars: StepScalars,
-        mut args: GmAdamWArgs,
-    ) -> Result<()> {
+    unsafe fn launch(&mut self, kernel: usize, n_chunks: usize) -> Result<()> {
         self.stream.context().bind_to_thread().map_err(cuda)?;
         let stream = &self.stream;
         // The guards record, when dropped after the launch, what the kernel read and wrote.
@@ -406,29 +440,23 @@ impl CudaGmtAdamW {
         let (d_step, _step_read) = self.selector.device_step().device_ptr(stream);
         let (d_tensors, _tensors_read) = self.d_tensors.device_ptr(stream);
         let (d_kept, _kept_written) = self.d_kept.device_ptr_mut(stream);
+        let (d_plan, _plan_read) = self.counter.current().device_ptr(stream);
         let _m_written = self.d_m.device_ptr_mut(stream).1;
         let _v_written = self.d_v.device_ptr_mut(stream).1;
         let _master_written = self.d_master.as_mut().map(|d| d.device_ptr_mut(stream).1);
-        let (mut d_chunks, mut d_grads, mut d_tensors, mut d_groups, mut d_step, mut d_kept) =
-            (d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept);
-        let arg = |p: &mut u64| p as *mut u64 as *mut c_void;
-        // SAFETY: the argument array matches gm_adamw_*'s parameter list in kernels/adamw.cu
-        // (StepScalars has GmStepScalars's layout, asserted in types.rs); the workspace buffers are
-        // owned by `self` and sized for this table; the rest is this function's contract.
+        let mut ptrs = [
+            d_chunks, d_grads, d_tensors, d_groups, d_step, d_kept, d_plan,
+        ];
+        let mut params = ptrs.each_mut().map(|p| p as *mut u64 as *mut c_void);
+        // SAFETY: the argument array matches gm_adamw_*'s parameter list in kernels/adamw.cu (seven
+        // device addresses; the plan has GmStepPlan's layout, asserted in types.rs); the workspace
+        // buffers are owned by `self` and sized for this table; the rest is this function's
+        // contract.
         unsafe {
             self.kernels.update[kernel].launch(
                 stream.cu_stream(),
                 (n_chunks as u32, 1, 1),
-                &mut [
-                    arg(&mut d_chunks),
-                    arg(&mut d_grads),
-                    arg(&mut d_tensors),
-                    arg(&mut d_groups),
-                    arg(&mut d_step),
-                    arg(&mut d_kept),
-                    &mut scalars as *mut StepScalars as *mut c_void,
-                    &mut args as *mut GmAdamWArgs as *mut c_void,
-                ],
+                &mut params,
             )
         }
     }

@@ -4,12 +4,14 @@
 //! mode, otherwise only its first pass, for the norm and the non-finite count), then one launch of
 //! the fused masked AdamW (`kernels/adamw.cu`), and returns without waiting for the device.
 //!
-//! The skip decision (an Inf or NaN gradient anywhere) is taken on the device. The step counter
-//! behind the bias correction and the rng streams must not count a skipped step, as on the CPU.
-//! So each step ends with a 32-byte asynchronous copy of the step totals into pinned memory, and
-//! the next call (or [`CudaGmtAdamW::last_report`]) reads it first: it waits for the previous
-//! step's kernels only, which were queued ahead of whatever the caller enqueued since. The new
-//! step's scalars are then computed on the host for the right `t`, exactly as the CPU engine does.
+//! The skip decision (an Inf or NaN gradient anywhere) is taken on the device, and so is the step
+//! counter behind the bias correction and the rng streams (a skipped step does not count, as on
+//! the CPU). The host sends the scalars of every step number the device may be at, computed
+//! exactly as the CPU engine does, and the device picks its own (`plan`): a step neither waits for
+//! the previous step's skip flag nor synchronises. It waits only where it cannot be planned
+//! otherwise: 32 steps ahead of the device, with stability tracking on (it reads each step's
+//! counts), a first step of another precision while earlier ones are unresolved, or an lr too
+//! large for the smallest step number possible.
 //!
 //! The semantics, reports and checkpoints are those of the CPU [`GmtAdamW`](crate::GmtAdamW): the
 //! same inputs give bit-identical p, m, v and master weights. One exception: with
@@ -17,11 +19,13 @@
 //! order than the CPU's, so it may differ in its last bit (and between runs).
 //!
 //! - `launch`: the kernels, the device table of parameter tensors, and the enqueue of one step;
+//! - `plan`: the step counter on the device and the plans the host sends for it;
 //! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format;
 //! - `stability`: mask-stability tracking on the device (opt-in);
 //! - `sharded`: one rank of a sharded model (`CudaGmtAdamW::sharded`).
 
 mod launch;
+mod plan;
 pub(crate) mod ranges;
 mod sharded;
 mod stability;
@@ -34,7 +38,7 @@ use half::bf16;
 
 use super::module::cuda;
 use super::pinned::Pinned;
-use super::types::{GmParamTensor, GmStep};
+use super::types::GmParamTensor;
 use super::CudaSelector;
 use crate::adamw::math::grad_multiplier;
 use crate::config::kept_target;
@@ -51,11 +55,11 @@ pub struct CudaGmtAdamW {
     mask: MaskConfig,
     mode: MaskMode,
     frozen: Vec<bool>,
-    /// Steps taken, as of the last resolved step.
-    step: u64,
+    /// Steps taken (on the device, and on the host as of the last resolved step).
+    counter: plan::StepCounter,
+    /// The precision fixed by the first step taken or a loaded checkpoint (as of the last
+    /// resolved step).
     precision: Option<Precision>,
-    /// The precision of the last enqueued step while its skip flag is still unread.
-    pending: Option<Precision>,
     /// Whether the last enqueued step used the random mask (None before any step).
     last_random: Option<bool>,
     /// Offset of each tensor in `d_m`, `d_v` and `d_master`: table offsets rounded up to 4 entries,
@@ -78,8 +82,6 @@ pub struct CudaGmtAdamW {
     /// Kept entries per group (random mask only).
     d_kept: CudaSlice<u64>,
     h_kept: Pinned<u64>,
-    /// The last step's totals, copied back asynchronously: its skip flag.
-    h_step: Pinned<GmStep>,
     /// Mask-stability tracking: `None` (the default) costs nothing.
     stability: Option<stability::DeviceTracker>,
     /// The tensors' names joined by newlines (empty: unnamed), recorded in checkpoints.
@@ -152,10 +154,10 @@ impl CudaGmtAdamW {
         self.resolve()
     }
 
-    /// Steps taken so far (skipped steps do not count). Waits for the last step's skip flag.
+    /// Steps taken so far (skipped steps do not count). Waits for the last step's count.
     pub fn step_count(&mut self) -> Result<u64> {
         self.resolve()?;
-        Ok(self.step)
+        Ok(self.counter.taken)
     }
 
     /// The precision fixed by the first step taken or a loaded checkpoint. Waits as `step_count`.
@@ -304,24 +306,34 @@ impl CudaGmtAdamW {
         }
         Ok(StepReport {
             skipped: selection.non_finite > 0,
-            step: self.step,
+            step: self.counter.taken,
             groups,
             grad_norm: grad_multiplier(&self.adamw, selection.sum_sq).1,
         })
     }
 
-    /// Reads the skip flag of the last enqueued step, if not read yet, and counts the step when it
-    /// was taken. Waits for that step's copy (and so its kernels) only.
+    /// Learns how many of the steps enqueued since the last resolution were taken, waiting for
+    /// the last one's count (and so its plan pick) only.
     fn resolve(&mut self) -> Result<()> {
-        if let Some(precision) = self.pending {
-            let skipped = self.h_step.read()?[0].non_finite > 0;
-            if !skipped {
-                self.step += 1;
-                self.precision = Some(precision);
+        let resolved = self.counter.wait()?;
+        self.apply(resolved)
+    }
+
+    /// [`CudaGmtAdamW::resolve`] if the count has landed; never waits.
+    fn poll(&mut self) -> Result<()> {
+        let resolved = self.counter.poll()?;
+        self.apply(resolved)
+    }
+
+    fn apply(&mut self, resolved: Option<plan::Resolved>) -> Result<()> {
+        if let Some(r) = resolved {
+            let taken = r.taken > r.before;
+            if taken {
+                self.precision = Some(r.precision);
             }
-            self.pending = None;
+            // With tracking on, every step resolves the one before (`settle`): one step here.
             if let Some(tracker) = &mut self.stability {
-                tracker.resolve(!skipped, self.step)?;
+                tracker.resolve(taken, r.taken)?;
             }
         }
         Ok(())

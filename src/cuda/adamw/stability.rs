@@ -6,7 +6,9 @@
 //! entry with the update's own rule. It keeps one bit per entry on the device (the mask of the last
 //! step taken; each chunk's bits padded to `GPU_CHUNK_LEN`) and adds, per tensor, the kept entries
 //! and those also kept before. The counts come back with one asynchronous copy, read when the step
-//! is resolved: no host synchronisation beyond the optimizer's own.
+//! is resolved. The one cost beyond the kernel: with tracking on, each step resolves the one
+//! before it first (it waits for that step's count, which the device has usually long finished),
+//! since the copy holds one step's counts; untracked steps never wait (`plan.rs`).
 //!
 //! Sharded, each rank counts its own slices, as the CPU engine's sharded ranks do: the counts
 //! added over the ranks are the whole tensors' (no collective is spent on them).
@@ -22,7 +24,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use super::CudaGmtAdamW;
 use crate::cuda::module::{cuda, Function};
 use crate::cuda::pinned::Pinned;
-use crate::cuda::types::GmAdamWArgs;
+use crate::cuda::types::GmStepPlan;
 use crate::cuda::CudaSelector;
 use crate::tuning::GPU_CHUNK_LEN;
 use crate::{DType, MaskStability, Result, TensorStability};
@@ -70,8 +72,8 @@ impl DeviceTracker {
         kernel: &Function,
         selector: &CudaSelector,
         d_tensors: &CudaSlice<crate::cuda::types::GmParamTensor>,
+        d_plan: &CudaSlice<GmStepPlan>,
         n_chunks: usize,
-        mut args: GmAdamWArgs,
     ) -> Result<()> {
         stream.memset_zeros(&mut self.d_counts).map_err(cuda)?;
         {
@@ -82,14 +84,11 @@ impl DeviceTracker {
             let (d_tensors, _tensors_read) = d_tensors.device_ptr(stream);
             let (d_bits, _bits_written) = self.d_bits.device_ptr_mut(stream);
             let (d_counts, _counts_written) = self.d_counts.device_ptr_mut(stream);
+            let (d_plan, _plan_read) = d_plan.device_ptr(stream);
             let mut ptrs = [
-                d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts,
+                d_chunks, d_grads, d_tensors, d_groups, d_step, d_bits, d_counts, d_plan,
             ];
-            let mut params = [std::ptr::null_mut::<c_void>(); 8];
-            for (slot, p) in params.iter_mut().zip(ptrs.iter_mut()) {
-                *slot = p as *mut u64 as *mut c_void;
-            }
-            params[7] = &mut args as *mut GmAdamWArgs as *mut c_void;
+            let mut params = ptrs.each_mut().map(|p| p as *mut u64 as *mut c_void);
             // SAFETY: the argument array matches gm_stability_*'s parameter list in
             // kernels/adamw.cu; d_bits holds GPU_CHUNK_LEN / 32 words per chunk of the work list
             // and d_counts two per tensor (both sized for this table in `new`); the rest is this
@@ -159,7 +158,8 @@ impl CudaGmtAdamW {
 
     /// The mask stability of the last step taken, when tracking is on and a tracked step has been
     /// taken (`None` otherwise). Waits for the last step's counts, as [`CudaGmtAdamW::step_count`]
-    /// waits for its skip flag.
+    /// waits for the step count. With tracking on, each step waits for the previous step's count
+    /// before it is enqueued (the counts are read per step).
     pub fn stability(&mut self) -> Result<Option<&MaskStability>> {
         self.resolve()?;
         Ok(self

@@ -96,7 +96,7 @@ impl CudaGmtAdamW {
         let (m, v) = self.moments_to_host()?;
         let master = self.master_to_host()?.unwrap_or_default();
         let state = HostState {
-            step: self.step,
+            step: self.counter.taken,
             precision: self.precision,
             mode: self.mode,
             m,
@@ -139,7 +139,7 @@ impl CudaGmtAdamW {
         if let (Some(master), Some(Precision::Bf16Master)) = (&mut self.d_master, state.precision) {
             layout.upload(&state.master, master)?;
         }
-        self.step = state.step;
+        self.counter.set(&self.stream, state.step)?;
         self.precision = state.precision;
         self.mode = state.mode;
         self.table_dirty = true;

@@ -196,11 +196,22 @@ pub unsafe extern "C" fn cuEventSynchronize(event: *mut c_void) -> CUresult {
 }
 
 /// # Safety
-/// None beyond the driver API's. Runs the work up to the event (a query makes progress).
+/// None beyond the driver API's. A query never runs work: `CUDA_ERROR_NOT_READY` until a
+/// synchronisation has run the stream up to the event. So the host code that polls (the
+/// optimizer's step counter) sees its copies late, as from a GPU far behind it, and code that
+/// spins on a query without ever synchronising would hang here (gradmask has none).
 #[no_mangle]
 pub unsafe extern "C" fn cuEventQuery(event: *mut c_void) -> CUresult {
-    // SAFETY: forwarded with the same contract.
-    unsafe { cuEventSynchronize(event) }
+    with_context(|dev| {
+        let ev = *dev.events.get(&(event as u64)).ok_or(Code::InvalidHandle)?;
+        dev.check_sticky()?;
+        match ev.at {
+            Some((stream, upto)) if dev.streams.get(&stream).is_some_and(|s| s.done < upto) => {
+                Err(Code::NotReady)
+            }
+            _ => Ok(()),
+        }
+    })
 }
 
 /// # Safety
