@@ -19,11 +19,13 @@
 //! order than the CPU's, so it may differ in its last bit (and between runs).
 //!
 //! - `launch`: the kernels, the device table of parameter tensors, and the enqueue of one step;
+//! - `checks`: what a step accepts, checked before anything is enqueued;
 //! - `plan`: the step counter on the device and the plans the host sends for it;
 //! - `state`: copies of the state to the host, and checkpoints in the CPU engine's format;
 //! - `stability`: mask-stability tracking on the device (opt-in);
 //! - `sharded`: one rank of a sharded model (`CudaGmtAdamW::sharded`).
 
+mod checks;
 mod launch;
 mod plan;
 pub(crate) mod ranges;
