@@ -99,3 +99,84 @@ fn an_lr_valid_only_at_the_devices_step_number_is_accepted() {
     assert!(adamw.validate_step(1, 5e32).is_err() && adamw.validate_step(13, 5e32).is_ok());
     ahead::<F32F32>(&stream, adamw, MaskMode::Gmt, &[], lr, 13);
 }
+
+/// One step of combo A (skipped by a NaN unless `first_taken`), left unresolved, then one of
+/// combo B, another precision: the CPU engine accepts B only if A's step was skipped (the state's
+/// precision is still open), and so must the GPU, which has to wait to know. Returns whether B was
+/// accepted.
+fn switch<A: Combo, B: Combo>(stream: &Arc<CudaStream>, first_taken: bool) -> bool {
+    let mask = MaskConfig {
+        mask_ratio: 0.4,
+        ..MaskConfig::default()
+    };
+    let mut cpu = GmtAdamW::new(small_table(), config(), mask).unwrap();
+    let mut gpu = CudaGmtAdamW::new(stream.clone(), small_table(), config(), mask).unwrap();
+    let params = |seed| -> Vec<Vec<f32>> { draw_params(&SMALL, seed) };
+    let mut host_a: Vec<Vec<A::P>> = params(3)
+        .into_iter()
+        .map(|p| p.into_iter().map(A::P::from_f32).collect())
+        .collect();
+    let mut device_a = upload(stream, &host_a);
+    let mut grads_a: Vec<Vec<A::G>> = draw_grads(&SMALL, &DISTS, 11, 0);
+    if !first_taken {
+        grads_a[3][7] = A::G::from_f32(f32::NAN);
+    }
+    A::cpu(
+        &mut cpu,
+        &mut views_mut(&mut host_a),
+        &views(&grads_a),
+        1e-3,
+    )
+    .unwrap();
+    A::gpu(&mut gpu, &mut device_a, &upload(stream, &grads_a), 1e-3).unwrap();
+
+    let mut host_b: Vec<Vec<B::P>> = params(4)
+        .into_iter()
+        .map(|p| p.into_iter().map(B::P::from_f32).collect())
+        .collect();
+    let mut device_b = upload(stream, &host_b);
+    let grads_b: Vec<Vec<B::G>> = draw_grads(&SMALL, &DISTS, 12, 1);
+    let want = B::cpu(
+        &mut cpu,
+        &mut views_mut(&mut host_b),
+        &views(&grads_b),
+        1e-3,
+    );
+    let got = B::gpu(&mut gpu, &mut device_b, &upload(stream, &grads_b), 1e-3);
+    let what = format!("{} then {}, first taken: {first_taken}", A::NAME, B::NAME);
+    match want {
+        Ok(_) => {
+            got.unwrap_or_else(|e| panic!("{what}: the GPU rejected what the CPU took: {e}"));
+            assert_eq!(
+                gpu_state(&mut gpu, &device_b),
+                state(&cpu, &host_b),
+                "{what}"
+            );
+            true
+        }
+        Err(Error::PrecisionMismatch { .. }) => {
+            assert!(
+                matches!(got, Err(Error::PrecisionMismatch { .. })),
+                "{what}: {got:?}"
+            );
+            assert_eq!(
+                gpu_state(&mut gpu, &device_a),
+                state(&cpu, &host_a),
+                "{what}"
+            );
+            false
+        }
+        Err(e) => panic!("{what}: the CPU failed: {e}"),
+    }
+}
+
+#[test]
+fn another_precision_after_unresolved_steps_follows_the_cpu() {
+    let Some(stream) = gpu("another_precision_after_unresolved_steps_follows_the_cpu") else {
+        return;
+    };
+    assert!(switch::<F32F32, Master>(&stream, false));
+    assert!(!switch::<F32F32, Master>(&stream, true));
+    assert!(switch::<Master, Stochastic>(&stream, false));
+    assert!(!switch::<Master, Stochastic>(&stream, true));
+}
