@@ -15,6 +15,7 @@ const INVALID_CONTEXT: u32 = 201;
 const INVALID_PTX: u32 = 218;
 const INVALID_HANDLE: u32 = 400;
 const NOT_FOUND: u32 = 500;
+const NOT_SUPPORTED: u32 = 801;
 
 const PTX: &str = ".version 9.0\n.target sm_90\n.address_size 64\n\
     .visible .entry store(.param .u64 out)\n{\n.reg .b64 %rd<3>;\n.reg .b32 %r<2>;\n\
@@ -191,21 +192,59 @@ fn launches_outside_the_limits_are_refused() {
     }
 }
 
+/// `cuModuleGetFunction`'s result for kernel `name` of `module`.
+fn function(module: *mut c_void, name: &str) -> u32 {
+    let name = CString::new(name).unwrap();
+    let mut func = null_mut();
+    // SAFETY: a module handle from `load`, a NUL-terminated name and a valid out-pointer.
+    unsafe { cuModuleGetFunction(&mut func, module, name.as_ptr()) }
+}
+
 #[test]
 fn unreadable_ptx_is_invalid_ptx() {
     context();
-    assert_eq!(load(".version 9.0\n.target sm_90\n.address_size 64\n.visible .entry k()\n{\nfoo.bar %r1;\n}\n").0, INVALID_PTX);
     assert_eq!(load("this is not PTX").0, INVALID_PTX);
     assert_eq!(
         load(&PTX.replace("ret;\n}", "ret;\n")).0,
         INVALID_PTX,
         "unterminated body"
     );
-    assert_eq!(
-        load(&PTX.replace("st.global.u32", "st.global.u33")).0,
-        INVALID_PTX,
-        "unknown type"
-    );
+}
+
+/// A kernel the interpreter cannot run (an unknown instruction or type, a call to a `.func`) does
+/// not stop its module from loading, as candle's modules need: asking for it is refused, and the
+/// module's other kernels load.
+#[test]
+fn an_unrunnable_kernel_is_refused_when_asked_for() {
+    context();
+    let bad = ".visible .entry k()\n{\nfoo.bar %r1;\n}\n";
+    let func = ".visible .func (.param .b32 r) f()\n{\nret;\n}\n";
+    for (text, what) in [
+        (format!("{PTX}{bad}"), "unknown instruction"),
+        (
+            PTX.replace(".visible .entry", &format!("{func}.visible .entry")),
+            "a .func",
+        ),
+        (
+            PTX.replace("st.global.u32", "st.global.u33"),
+            "unknown type",
+        ),
+    ] {
+        let (rc, module) = load(&text);
+        assert_eq!(rc, SUCCESS, "{what}");
+        let broken = what == "unknown type";
+        let (want_store, want_k) = if broken {
+            (NOT_SUPPORTED, NOT_FOUND)
+        } else {
+            (SUCCESS, NOT_SUPPORTED)
+        };
+        assert_eq!(function(module, "store"), want_store, "{what}");
+        if what == "unknown instruction" {
+            assert_eq!(function(module, "k"), want_k, "{what}");
+        }
+        // SAFETY: a module handle from `load`.
+        assert_eq!(unsafe { cuModuleUnload(module) }, SUCCESS);
+    }
 }
 
 #[test]

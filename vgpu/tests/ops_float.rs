@@ -393,6 +393,35 @@ fn inexact_or_approximate_forms_are_refused() {
     ]);
 }
 
+/// `cvt.rn.bf16.f32` (candle's cast kernels): round to nearest even, ties both ways, overflow to
+/// inf, subnormals, signed zero; a NaN gives the canonical 0x7fff.
+#[test]
+fn cvt_bf16_from_f32_rounds_to_nearest_even() {
+    let line = "cvt.rn.bf16.f32 %d, %a;";
+    #[rustfmt::skip]
+    let table: &[Case] = &[
+        (line, "b16 = f32", &[0x3f80_0000], &[0x3f80]), // 1
+        (line, "b16 = f32", &[0x3f80_8000], &[0x3f80]), // a tie to the even 1
+        (line, "b16 = f32", &[0x3f81_8000], &[0x3f82]), // a tie up to even
+        (line, "b16 = f32", &[0x3f80_8001], &[0x3f81]), // just above the tie
+        (line, "b16 = f32", &[0xbf80_7fff], &[0xbf80]), // just below the tie, negative
+        (line, "b16 = f32", &[0x7f7f_ffff], &[0x7f80]), // f32::MAX rounds to inf
+        (line, "b16 = f32", &[0x7f7f_7fff], &[0x7f7f]), // the greatest finite bf16
+        (line, "b16 = f32", &[0x0001_8000], &[0x0002]), // a subnormal tie, up to even
+        (line, "b16 = f32", &[0x0000_8000], &[0x0000]), // a subnormal tie, down to even 0
+        (line, "b16 = f32", &[0x8000_0000], &[0x8000]), // -0
+        (line, "b16 = f32", &[0xff80_0000], &[0xff80]), // -inf
+        (line, "b16 = f32", &[0x7fc0_0000], &[0x7fff]), // NaN
+        (line, "b16 = f32", &[0xffc0_0001], &[0x7fff]), // NaN, negative with payload
+    ];
+    check_table(table);
+    refused(&[
+        "cvt.rz.bf16.f32 %h1, %f1;",
+        "cvt.rn.bf16.f64 %h1, %fd1;",
+        "cvt.rn.sat.bf16.f32 %h1, %f1;",
+    ]);
+}
+
 #[test]
 fn cvt_to_f16_is_refused() {
     refused(&["cvt.rn.f16.f32 %h1, %f1;", "cvt.rn.f16.f64 %h1, %fd1;"]);

@@ -72,7 +72,7 @@ pub unsafe extern "C" fn cuModuleLoadData(
         let parsed = match dev.parsed.get(&key) {
             Some(m) => m.clone(),
             None => {
-                let m = Arc::new(ptx::parse(&ptx_text).map_err(|e| {
+                let m = Arc::new(ptx::parse_lenient(&ptx_text).map_err(|e| {
                     let why = format!("cuModuleLoadData: cannot run this PTX: {e}");
                     remember(Code::InvalidPtx, &why);
                     Code::InvalidPtx
@@ -121,6 +121,11 @@ pub unsafe extern "C" fn cuModuleGetFunction(
             .modules
             .get(&(module as u64))
             .ok_or(Code::InvalidHandle)?;
+        if let Some((_, why)) = m.unloadable.iter().find(|(k, _)| *k == name) {
+            // A kernel the lenient load set aside (candle's modules have some).
+            eprintln!("gradmask-vgpu: kernel {name} cannot run on the interpreter: {why}");
+            return Err(Code::NotSupported);
+        }
         let index = m
             .kernels
             .iter()

@@ -319,6 +319,17 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// binary32 to bfloat16, rounded to nearest even (`cvt.rn.bf16.f32`); a NaN gives the canonical
+/// NaN 0x7fff.
+pub fn bf16_rn(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fff;
+    }
+    let bits = x.to_bits();
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
 fn round_integral(x: f64, rnd: Rnd) -> f64 {
     match rnd {
         Rnd::Rn => x.round_ties_even(),
@@ -420,7 +431,8 @@ pub fn cvt(dst: Ty, src: Ty, rnd: Rnd, integral: bool, sat: bool, v: u64) -> u64
                     x as f32
                 }),
                 Ty::F64 => from_f64(x),
-                _ => unreachable!("the lowering rejects conversions to f16/bf16"),
+                Ty::Bf16 => bf16_rn(f32_of(v)) as u64,
+                _ => unreachable!("the lowering rejects conversions to f16"),
             }
         }
     }

@@ -440,6 +440,11 @@ pub struct Kernel {
 #[derive(Clone, Debug, Default)]
 pub struct Module {
     pub kernels: Vec<Kernel>,
+    /// What [`parse_lenient`](super::parse_lenient) skipped: kernels the interpreter cannot run
+    /// (an instruction it lacks, a call to a `.func`) and `.func`s, each with why. The driver
+    /// loads such a module and fails only when asked for one of those kernels; the strict
+    /// [`parse`](super::parse) (gradmask's own kernels, `tests/vgpu_coverage.rs`) refuses it.
+    pub unloadable: Vec<(String, super::ParseError)>,
     /// Every opcode the module uses, as written (`ld.global.nc.v4.u32`).
     pub opcodes: std::collections::BTreeSet<String>,
 }

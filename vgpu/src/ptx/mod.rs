@@ -9,7 +9,7 @@ mod lower;
 mod parse;
 pub mod regalloc;
 
-pub use parse::parse;
+pub use parse::{parse, parse_lenient};
 
 /// PTX the interpreter cannot read: the line, the token, and why. The driver answers
 /// `CUDA_ERROR_INVALID_PTX` and prints this.

@@ -153,9 +153,45 @@ pub(super) fn align_up(x: u32, a: u32) -> u32 {
     x.div_ceil(a.max(1)) * a.max(1)
 }
 
-/// Parses a whole PTX module. Every instruction the interpreter lacks is reported, not only the
-/// first: `ParseError::reason` then lists them.
+/// Skips a kernel's or function's signature and body: up to the first `{` (or a `;` ending a
+/// declaration without a body), then to its matching `}`.
+fn skip_body(c: &mut Cursor) -> Result<(), ParseError> {
+    loop {
+        match c.next() {
+            Some(Tok::Punct('{')) => break,
+            Some(Tok::Punct(';')) => return Ok(()),
+            Some(_) => {}
+            None => return Err(c.err("a kernel or function without a body")),
+        }
+    }
+    let mut depth = 1;
+    while depth > 0 {
+        match c.next() {
+            Some(Tok::Punct('{')) => depth += 1,
+            Some(Tok::Punct('}')) => depth -= 1,
+            Some(_) => {}
+            None => return Err(c.err("an unclosed body")),
+        }
+    }
+    Ok(())
+}
+
+/// Parses a whole PTX module that every kernel of must run: the first kernel (or `.func`) the
+/// interpreter cannot run is the error. Every instruction it lacks in that kernel is reported, not
+/// only the first: `ParseError::reason` then lists them.
 pub fn parse(text: &str) -> Result<Module, ParseError> {
+    let mut module = parse_lenient(text)?;
+    if module.unloadable.is_empty() {
+        Ok(module)
+    } else {
+        Err(module.unloadable.swap_remove(0).1)
+    }
+}
+
+/// Parses a PTX module, setting aside the kernels the interpreter cannot run and the `.func`s
+/// (`Module::unloadable`) instead of failing: what the driver loads (candle's modules mix kernels
+/// it can run with some it cannot). Malformed module-level PTX is still an error.
+pub fn parse_lenient(text: &str) -> Result<Module, ParseError> {
     let toks = tokenize(text)?;
     let mut c = Cursor {
         toks: &toks,
@@ -199,10 +235,24 @@ pub fn parse(text: &str) -> Result<Module, ParseError> {
             }
             ".entry" => {
                 c.next();
-                let kernel = super::kernel::entry(&mut c, &module_shared, &mut module.opcodes)?;
-                module.kernels.push(kernel);
+                let start = c.pos;
+                match super::kernel::entry(&mut c, &module_shared, &mut module.opcodes) {
+                    Ok(kernel) => module.kernels.push(kernel),
+                    Err(e) => {
+                        c.pos = start;
+                        let name = c.ident().map(str::to_string).unwrap_or_default();
+                        skip_body(&mut c)?;
+                        module.unloadable.push((name, e));
+                    }
+                }
             }
-            ".func" => return Err(c.err(".func is not supported (only .entry kernels)")),
+            ".func" => {
+                // A device function: kernels that call it fail at their `call` (unloadable).
+                let e = c.err(".func is not supported (only .entry kernels)");
+                c.next();
+                skip_body(&mut c)?;
+                module.unloadable.push((".func".into(), e));
+            }
             ".global" | ".const" | ".local" => {
                 return Err(c.err("module-scope .global/.const/.local variables are not supported"))
             }

@@ -304,8 +304,10 @@ pub(super) fn cvt(oc: &Opcode, o: &Ops, opcode: &str) -> Result<Op, String> {
         _ => false,
     };
     let sat_ok = !oc.has("sat") || float_to_int || dst_ty.float();
-    // Half-precision results are not modelled (the kernels only widen f16/bf16).
-    let half_dst = matches!(dst_ty, Ty::F16 | Ty::Bf16);
+    // Half-precision results: only f32 to bf16 rounded to nearest even (`__float2bfloat16`, as in
+    // candle's cast kernels) is modelled.
+    let bf16_from_f32 = dst_ty == Ty::Bf16 && src_ty == Ty::F32 && rnd == Rnd::Rn && !oc.has("sat");
+    let half_dst = matches!(dst_ty, Ty::F16 | Ty::Bf16) && !bf16_from_f32;
     if !ok || !sat_ok || half_dst || (src_ty == Ty::Bf16 && !dst_ty.float()) {
         return Err(unsupported(opcode));
     }
