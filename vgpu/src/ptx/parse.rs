@@ -176,6 +176,20 @@ fn skip_body(c: &mut Cursor) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// Skips a module-scope variable declaration, initialiser included, through its `;`.
+fn skip_declaration(c: &mut Cursor) -> Result<(), ParseError> {
+    let mut depth = 0;
+    loop {
+        match c.next() {
+            Some(Tok::Punct('{')) => depth += 1,
+            Some(Tok::Punct('}')) => depth -= 1,
+            Some(Tok::Punct(';')) if depth == 0 => return Ok(()),
+            Some(_) => {}
+            None => return Err(c.err("a declaration without its ';'")),
+        }
+    }
+}
+
 /// Parses a whole PTX module that every kernel of must run: the first kernel (or `.func`) the
 /// interpreter cannot run is the error. Every instruction it lacks in that kernel is reported, not
 /// only the first: `ParseError::reason` then lists them.
@@ -254,7 +268,10 @@ pub fn parse_lenient(text: &str) -> Result<Module, ParseError> {
                 module.unloadable.push((".func".into(), e));
             }
             ".global" | ".const" | ".local" => {
-                return Err(c.err("module-scope .global/.const/.local variables are not supported"))
+                // Kernels that use the variable fail on its name (unloadable).
+                let e = c.err("module-scope .global/.const/.local variables are not supported");
+                skip_declaration(&mut c)?;
+                module.unloadable.push((d.clone(), e));
             }
             _ => return Err(c.err("unsupported directive")),
         }
