@@ -40,9 +40,13 @@ mod on_gpu {
                 ((gradmask::rng::mix(seed, 0, i) >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
             })
             .collect();
-        Tensor::from_vec(data, len, dev)
+        // Cast on the CPU, then moved: candle's CUDA cast of an empty tensor launches a grid of 0
+        // blocks, which CUDA refuses (found on the stand-in driver).
+        Tensor::from_vec(data, len, &Device::Cpu)
             .unwrap()
             .to_dtype(dtype)
+            .unwrap()
+            .to_device(dev)
             .unwrap()
     }
 
@@ -80,6 +84,8 @@ mod on_gpu {
         vars.iter()
             .map(|(_, v)| {
                 v.as_tensor()
+                    .to_device(&Device::Cpu)
+                    .unwrap()
                     .to_dtype(DType::F32)
                     .unwrap()
                     .to_vec1::<f32>()
