@@ -1,8 +1,9 @@
 //! `gradmask::candle` on candle's CUDA backend against the same adapter on the CPU: the same vars
 //! and gradients give the same vars, moments, master weights, kept counts and thresholds, bit for
 //! bit (f32 and bf16 vars; accumulation; a var without a gradient; a checkpoint moved between the
-//! devices). Needs a CUDA GPU with cuBLAS and a build with `--features cuda`; elsewhere each test
-//! says so and passes.
+//! devices). Needs a CUDA GPU with cuBLAS and a build with `--features cuda`, or the stand-in
+//! driver (`scripts/vgpu-candle.sh`, which builds and runs this file); elsewhere each test says so
+//! and passes.
 #![cfg(feature = "candle")]
 
 const NEEDS: &str = "needs a CUDA GPU with cuBLAS (candle's CUDA backend) and a build with \
