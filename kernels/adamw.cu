@@ -92,7 +92,7 @@ __device__ void adamw_pass(const GmChunk* d_chunks, const u64* d_grads, const Gm
     if (args.clip) s.grad_mul = clipped_grad_mul(d_step->sum_sq, args);
 
     const u64 offset = chunk.first - tensor.first;  // of the chunk within its tensor
-    const G* d_g = reinterpret_cast<const G*>(d_grads[chunk.tensor]) + chunk.start;
+    const G* d_g = chunk_grads<G>(chunk, d_grads);
     Praw* d_p = reinterpret_cast<Praw*>(tensor.d_param) + offset;
     float* d_m = reinterpret_cast<float*>(tensor.d_m) + offset;
     float* d_v = reinterpret_cast<float*>(tensor.d_v) + offset;
@@ -231,7 +231,7 @@ __device__ void stability_pass(const GmChunk* d_chunks, const u64* d_grads, cons
     const GmParamTensor tensor = d_tensors[chunk.tensor];
     const unsigned rule = chunk_rule(chunk, tensor, args);
     const unsigned threshold = d_groups[chunk.group].threshold_key;
-    const G* d_g = reinterpret_cast<const G*>(d_grads[chunk.tensor]) + chunk.start;
+    const G* d_g = chunk_grads<G>(chunk, d_grads);
     unsigned* d_words = d_bits + (u64)blockIdx.x * (GM_CHUNK_LEN / 32);
     const unsigned n_words = (chunk.len + 31) / 32;
     const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

@@ -44,12 +44,6 @@ __device__ __forceinline__ void apply_vec(const uint4& vec, F& f) {
     for (unsigned j = 0; j < PER_VEC; ++j) f(raws[j]);
 }
 
-// The chunk's first gradient entry: its tensor's buffer in the gradient table, plus its start.
-template <class Raw>
-__device__ __forceinline__ const Raw* chunk_grads(const GmChunk& chunk, const unsigned long long* d_grads) {
-    return reinterpret_cast<const Raw*>(d_grads[chunk.tensor]) + chunk.start;
-}
-
 // Calls f(raw) for every entry of the chunk, spread over the block. 16-byte loads, four in flight
 // per thread, when the chunk is 16-byte aligned; a scalar loop for the tail (or a misaligned chunk).
 template <class K, class F>

@@ -1,4 +1,5 @@
-// Structs shared by the kernels and the host. Mirrored by src/cuda/types.rs (#[repr(C)]);
+// Structs shared by the kernels and the host, mirrored by src/cuda/types.rs (#[repr(C)]), and
+// chunk_grads, the one way the kernels find a chunk's gradients. For the structs,
 // both sides assert the sizes. Keep every field naturally aligned and the structs padded to 8 bytes
 // (GmStepScalars excepted: it mirrors an existing 36-byte Rust struct).
 #pragma once
@@ -16,6 +17,13 @@ struct GmChunk {
     unsigned int dense;         // 1: never masked; counted in the step totals only
     unsigned int tensor;        // tensor index in the table
 };
+
+// The chunk's first gradient entry, as elements of type Raw: its tensor's buffer in the gradient
+// table, plus its start.
+template <class Raw>
+__device__ __forceinline__ const Raw* chunk_grads(const GmChunk& chunk, const unsigned long long* d_grads) {
+    return reinterpret_cast<const Raw*>(d_grads[chunk.tensor]) + chunk.start;
+}
 
 // Selection stages of a group between passes.
 #define GM_STAGE_DONE 0u    // threshold_key and kept are final

@@ -11,15 +11,16 @@
 #include <cstdint>
 #include <cstring>
 
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+
 #include "gm_types.cuh"
 #include "tuning.cuh"
 
 struct GmDim3 { unsigned x, y, z; };
 extern GmDim3 threadIdx, blockIdx, blockDim;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(n)
 struct uint4 { unsigned x, y, z, w; };
 // 16-byte accesses must be 16-byte aligned on the device; here they are counted when they are not.
 extern long g_misaligned;

@@ -44,7 +44,8 @@ pub struct CudaSelector {
     /// This rank's slices as a table (the table itself, unsharded): the buffers `select` takes.
     local: TensorTable,
     pub(super) map: GroupMap,
-    pub(super) chunks: Vec<GmChunk>,
+    /// Chunks in the work list (one block each).
+    pub(super) n_chunks: usize,
     /// The layout, collective and kernels of a sharded selector.
     pub(super) shard: Option<Box<super::shard::CudaShards>>,
     /// The gradient buffers of the step being enqueued, and those the uploaded table holds.
@@ -185,7 +186,7 @@ impl CudaSelector {
             // No buffer is 0 but an empty tensor's (never read): the first step uploads.
             bound: vec![u64::MAX; table.len()],
             map,
-            chunks,
+            n_chunks: chunks.len(),
             d_chunks,
             d_grads,
             d_groups,
@@ -356,7 +357,7 @@ impl CudaSelector {
         let (d_cand, _cand_written) = self.d_cand.device_ptr_mut(stream);
         let launch = Launches {
             stream: raw_stream,
-            n_chunks: self.chunks.len() as u32,
+            n_chunks: self.n_chunks as u32,
             n_groups: self.map.n_groups() as u32,
             d_chunks,
             d_grads,

@@ -164,7 +164,7 @@ impl CudaSelector {
         // stream, so nothing else needs ordering after them.
         let launch = Launches {
             stream: stream.cu_stream(),
-            n_chunks: self.chunks.len() as u32,
+            n_chunks: self.n_chunks as u32,
             n_groups,
             d_chunks: self.d_chunks.device_ptr_mut(&stream).0,
             d_grads: self.d_grads.device_ptr_mut(&stream).0,

@@ -28,15 +28,12 @@ impl CudaGmtAdamW {
         {
             self.resolve()?;
         }
-        if self.counter.unresolved() > 0
-            && self
-                .adamw
-                .validate_step(self.counter.taken + 1, lr)
-                .is_err()
-        {
+        let mut valid = self.adamw.validate_step(self.counter.taken + 1, lr);
+        if valid.is_err() && self.counter.unresolved() > 0 {
             self.resolve()?;
+            valid = self.adamw.validate_step(self.counter.taken + 1, lr);
         }
-        self.adamw.validate_step(self.counter.taken + 1, lr)?;
+        valid?;
         self.check_precision(precision)
     }
 

@@ -315,7 +315,7 @@ impl CudaGmtAdamW {
 
     /// Chunks in the selector's work list (one block each).
     pub(super) fn n_chunks(&self) -> usize {
-        self.selector.chunks.len()
+        self.selector.n_chunks
     }
 
     /// Fills the parameter table for `addresses` and enqueues its upload: n_tensors x 48 B from

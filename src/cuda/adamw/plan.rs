@@ -40,9 +40,8 @@ pub(super) struct Resolved {
 pub(super) struct StepCounter {
     /// Steps taken as of the last resolved step.
     pub taken: u64,
-    /// Steps enqueued since, all of precision `precision`.
-    unresolved: u64,
-    precision: Option<Precision>,
+    /// The steps enqueued since (at least one), and their precision (they all have one).
+    pending: Option<(u64, Precision)>,
     plans: Vec<GmStepPlan>,
     d_plans: CudaSlice<GmStepPlan>,
     /// The picked plan of the step being run (read by the update and the stability pass).
@@ -57,8 +56,7 @@ impl StepCounter {
         let window = MAX_UNRESOLVED as usize + 1;
         Ok(StepCounter {
             taken: 0,
-            unresolved: 0,
-            precision: None,
+            pending: None,
             plans: Vec::with_capacity(window),
             d_plans: stream.alloc_zeros(window).map_err(cuda)?,
             d_current: stream.alloc_zeros(1).map_err(cuda)?,
@@ -69,12 +67,12 @@ impl StepCounter {
 
     /// Steps enqueued since the last resolution.
     pub fn unresolved(&self) -> u64 {
-        self.unresolved
+        self.pending.map_or(0, |(steps, _)| steps)
     }
 
     /// The precision of the unresolved steps (None when there are none).
     pub fn unresolved_precision(&self) -> Option<Precision> {
-        self.precision.filter(|_| self.unresolved > 0)
+        self.pending.map(|(_, precision)| precision)
     }
 
     /// The picked plan of the step being run, for the update and stability kernels.
@@ -84,7 +82,7 @@ impl StepCounter {
 
     /// Resolves the unresolved steps if their count has landed; never waits.
     pub fn poll(&mut self) -> Result<Option<Resolved>> {
-        if self.unresolved == 0 {
+        if self.pending.is_none() {
             return Ok(None);
         }
         match self.h_count.try_read()? {
@@ -98,7 +96,7 @@ impl StepCounter {
 
     /// Resolves the unresolved steps, waiting for the last one's count.
     pub fn wait(&mut self) -> Result<Option<Resolved>> {
-        if self.unresolved == 0 {
+        if self.pending.is_none() {
             return Ok(None);
         }
         let count = self.h_count.read()?[0];
@@ -106,6 +104,9 @@ impl StepCounter {
     }
 
     fn apply(&mut self, count: GmStepCount) -> Result<Option<Resolved>> {
+        let Some((_, precision)) = self.pending else {
+            return Ok(None);
+        };
         if count.missed > 0 {
             return Err(Error::Cuda(format!(
                 "the step plans missed the device's step count {} time(s) (a gradmask bug): \
@@ -116,22 +117,22 @@ impl StepCounter {
         let resolved = Resolved {
             before: self.taken,
             taken: count.taken,
-            precision: self.precision.expect("unresolved steps have a precision"),
+            precision,
         };
         self.taken = count.taken;
-        self.unresolved = 0;
+        self.pending = None;
         Ok(Some(resolved))
     }
 
     /// Whether the window is full: the next step must wait for the count first.
     pub fn is_full(&self) -> bool {
-        self.unresolved >= MAX_UNRESOLVED
+        self.unresolved() >= MAX_UNRESOLVED
     }
 
     /// Sets the count, on the host and on the device (a loaded checkpoint's step). The caller has
     /// resolved every step first.
     pub fn set(&mut self, stream: &Arc<CudaStream>, taken: u64) -> Result<()> {
-        debug_assert_eq!(self.unresolved, 0);
+        debug_assert!(self.pending.is_none());
         let count = [GmStepCount { taken, missed: 0 }];
         stream
             .memcpy_htod(&count, &mut self.d_count)
@@ -153,7 +154,7 @@ impl StepCounter {
     ) -> Result<()> {
         debug_assert!(!self.is_full());
         stream.context().bind_to_thread().map_err(cuda)?;
-        let n_plans = self.unresolved + 1;
+        let n_plans = self.unresolved() + 1;
         self.plans.clear();
         self.plans
             .extend((0..n_plans).map(|i| plan(self.taken + 1 + i, i)));
@@ -186,8 +187,7 @@ impl StepCounter {
             };
         }
         self.h_count.download(stream, &self.d_count)?;
-        self.unresolved += 1;
-        self.precision = Some(precision);
+        self.pending = Some((n_plans, precision));
         Ok(())
     }
 }
