@@ -14,7 +14,7 @@ mod common;
 use std::sync::Arc;
 
 use common::adamw_ref::{check_step, draw_grads, draw_params, gmt_keeps, state, views, views_mut};
-use common::adamw_ref::{widen, Before, Tol};
+use common::adamw_ref::{draw_params_as, widen, Before, Tol};
 use common::cuda_steps::{assert_same_report, gpu, gpu_state, upload, Combo, F32Bf16, F32F16};
 use common::cuda_steps::{config, Master, Stochastic, F32F32};
 use common::f32_limits::{is_f32_rejection, unusable_configs};
@@ -94,10 +94,7 @@ fn grads_of<C: Combo>(case: &Case, step: u64) -> Vec<Vec<C::G>> {
 fn run<C: Combo>(stream: &Arc<CudaStream>, case: &Case, what: &str) {
     let what = format!("{}, {what}", C::NAME);
     let (mut cpu, mut gpu) = engines(stream, case);
-    let mut host: Vec<Vec<C::P>> = draw_params(&LENGTHS, 1)
-        .into_iter()
-        .map(|p| p.into_iter().map(C::P::from_f32).collect())
-        .collect();
+    let mut host: Vec<Vec<C::P>> = draw_params_as::<C::P>(&LENGTHS, 1);
     let mut device = upload(stream, &host);
     for step in 0..case.steps {
         let lr = 1e-3 * (1.0 + step as f64);

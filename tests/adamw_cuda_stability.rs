@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::adamw_ref::{draw_grads, draw_params, state, views, views_mut};
+use common::adamw_ref::{draw_grads, draw_params, draw_params_as, state, views, views_mut};
 use common::cuda_steps::Stochastic;
 use common::cuda_steps::{gpu, gpu_state, upload, Combo, F32Bf16, Master, F32F16, F32F32};
 use common::{Dist, FromF32};
@@ -81,10 +81,7 @@ fn run<C: Combo>(
     let what = format!("{}, {scope:?}, {mode:?}, r {ratio}", C::NAME);
     let (mut cpu, mut gpu) = engines(stream, scope, mode, ratio);
     assert!(gpu.stability().unwrap().is_none(), "{what}: no step yet");
-    let mut host: Vec<Vec<C::P>> = draw_params(&LENGTHS, 3)
-        .into_iter()
-        .map(|p| p.into_iter().map(C::P::from_f32).collect())
-        .collect();
+    let mut host: Vec<Vec<C::P>> = draw_params_as::<C::P>(&LENGTHS, 3);
     let mut device = upload(stream, &host);
     let mut kept_before = 0;
     for step in 0..steps {

@@ -13,7 +13,7 @@ mod common;
 
 use std::ops::Range;
 
-use common::adamw_ref::{bits, draw_grads, draw_params, state, views, views_mut, State};
+use common::adamw_ref::{bits, draw_grads, draw_params_as, state, views, views_mut, State};
 use common::cuda_shards::{flat, on_ranks, staged, Rank};
 use common::cuda_steps::{assert_same_report, gpu, gpu_state, upload, Combo};
 use common::cuda_steps::{config, F32Bf16, Master, Stochastic, F32F32};
@@ -136,10 +136,7 @@ fn cpu_run<C: Combo>(case: &Case) -> Run {
 }
 
 fn params<C: Combo>() -> Vec<Vec<C::P>> {
-    draw_params(&LENGTHS, 1)
-        .into_iter()
-        .map(|p| p.into_iter().map(C::P::from_f32).collect())
-        .collect()
+    draw_params_as::<C::P>(&LENGTHS, 1)
 }
 
 /// One rank's run on its slices.

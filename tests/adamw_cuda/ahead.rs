@@ -40,10 +40,7 @@ fn ahead<C: Combo>(
     let mut gpu = CudaGmtAdamW::new(stream.clone(), small_table(), adamw, mask)
         .unwrap()
         .with_mask_mode(mode);
-    let mut host: Vec<Vec<C::P>> = draw_params(&SMALL, 3)
-        .into_iter()
-        .map(|p| p.into_iter().map(C::P::from_f32).collect())
-        .collect();
+    let mut host: Vec<Vec<C::P>> = draw_params_as::<C::P>(&SMALL, 3);
     let mut device = upload(stream, &host);
     let mut want = None;
     for step in 0..n {
@@ -111,11 +108,7 @@ fn switch<A: Combo, B: Combo>(stream: &Arc<CudaStream>, first_taken: bool) -> bo
     };
     let mut cpu = GmtAdamW::new(small_table(), config(), mask).unwrap();
     let mut gpu = CudaGmtAdamW::new(stream.clone(), small_table(), config(), mask).unwrap();
-    let params = |seed| -> Vec<Vec<f32>> { draw_params(&SMALL, seed) };
-    let mut host_a: Vec<Vec<A::P>> = params(3)
-        .into_iter()
-        .map(|p| p.into_iter().map(A::P::from_f32).collect())
-        .collect();
+    let mut host_a: Vec<Vec<A::P>> = draw_params_as::<A::P>(&SMALL, 3);
     let mut device_a = upload(stream, &host_a);
     let mut grads_a: Vec<Vec<A::G>> = draw_grads(&SMALL, &DISTS, 11, 0);
     if !first_taken {
@@ -130,10 +123,7 @@ fn switch<A: Combo, B: Combo>(stream: &Arc<CudaStream>, first_taken: bool) -> bo
     .unwrap();
     A::gpu(&mut gpu, &mut device_a, &upload(stream, &grads_a), 1e-3).unwrap();
 
-    let mut host_b: Vec<Vec<B::P>> = params(4)
-        .into_iter()
-        .map(|p| p.into_iter().map(B::P::from_f32).collect())
-        .collect();
+    let mut host_b: Vec<Vec<B::P>> = draw_params_as::<B::P>(&SMALL, 4);
     let mut device_b = upload(stream, &host_b);
     let grads_b: Vec<Vec<B::G>> = draw_grads(&SMALL, &DISTS, 12, 1);
     let want = B::cpu(

@@ -13,10 +13,7 @@ fn temp_path(name: &str) -> std::path::PathBuf {
 }
 
 fn initial<C: Combo>() -> Vec<Vec<C::P>> {
-    draw_params(&LENGTHS, 1)
-        .into_iter()
-        .map(|p| p.into_iter().map(C::P::from_f32).collect())
-        .collect()
+    draw_params_as::<C::P>(&LENGTHS, 1)
 }
 
 fn lr(step: u64) -> f64 {

@@ -114,6 +114,14 @@ pub fn draw_params(lengths: &[usize], seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// [`draw_params`] in the parameter type `P` (bf16 rounds each to nearest).
+pub fn draw_params_as<P: super::FromF32>(lengths: &[usize], seed: u64) -> Vec<Vec<P>> {
+    draw_params(lengths, seed)
+        .into_iter()
+        .map(|p| p.into_iter().map(P::from_f32).collect())
+        .collect()
+}
+
 /// Seeded gradients of step `step`: tensor `t` draws from `dists[t % dists.len()]`.
 pub fn draw_grads<T: super::FromF32>(
     lengths: &[usize],
